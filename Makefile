@@ -1,0 +1,38 @@
+# holdfast — see README.md
+GO        ?= go
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
+LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+BIN       := bin/holdfast
+
+.PHONY: all build run test deps bench docker fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/holdfast
+
+## run: the self-contained demo on its embedded config
+run: build
+	$(BIN) demo
+
+## deps: Debian packages the tests and the bench use (dnsmasq, keepalived, haproxy, nginx, wrk)
+deps:
+	./scripts/deps.sh
+
+## test: vet and the whole suite under the race detector
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+bench: build deps
+	./bench/run.sh
+
+docker:
+	./deploy/docker/build.sh
+
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=30s ./config
+
+clean:
+	rm -rf bin

@@ -1,0 +1,143 @@
+// Package config holds holdfast's configuration schema, its defaults and its
+// validation. Load and Parse report every problem at once, each as
+// "path: message (line N)".
+package config
+
+// Config is the whole configuration file.
+type Config struct {
+	Admin      Admin      `yaml:"admin"`
+	DrainDelay Duration   `yaml:"drain_delay"`
+	Resolvers  []Resolver `yaml:"resolvers"`
+	Listeners  []Listener `yaml:"listeners"`
+	Pools      []Pool     `yaml:"pools"`
+}
+
+// Admin is the admin listener.
+type Admin struct {
+	Listen string `yaml:"listen"`
+}
+
+// Resolver is a named set of DNS servers tried in order.
+type Resolver struct {
+	Name     string   `yaml:"name"`
+	Servers  []string `yaml:"servers"`
+	Timeout  Duration `yaml:"timeout"`
+	Attempts int      `yaml:"attempts"`
+}
+
+// Listener is a traffic listener.
+type Listener struct {
+	Name           string           `yaml:"name"`
+	Listen         string           `yaml:"listen"`
+	Protocol       string           `yaml:"protocol"`
+	Pool           string           `yaml:"pool"`
+	Routes         []Route          `yaml:"routes"`
+	ProxyProtocol  bool             `yaml:"proxy_protocol"`
+	Freebind       bool             `yaml:"freebind"`
+	TLS            []TLSCert        `yaml:"tls"`
+	MaxConnections int              `yaml:"max_connections"`
+	MaxHeaderBytes int              `yaml:"max_header_bytes"`
+	MaxBodyBytes   int64            `yaml:"max_body_bytes"`
+	AccessLog      bool             `yaml:"access_log"`
+	Timeouts       ListenerTimeouts `yaml:"timeouts"`
+}
+
+// Route sends matching HTTP requests to a pool. Host is exact or "*.suffix".
+type Route struct {
+	Host       string `yaml:"host"`
+	PathPrefix string `yaml:"path_prefix"`
+	Pool       string `yaml:"pool"`
+}
+
+// TLSCert is one certificate; the listener picks by SNI.
+type TLSCert struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// ListenerTimeouts bound the client side.
+type ListenerTimeouts struct {
+	Read  Duration `yaml:"read"`
+	Write Duration `yaml:"write"`
+	Idle  Duration `yaml:"idle"`
+	Drain Duration `yaml:"drain"`
+}
+
+// Pool is a set of backends and how to spread traffic over them.
+type Pool struct {
+	Name              string        `yaml:"name"`
+	Balance           string        `yaml:"balance"`
+	HashKey           string        `yaml:"hash_key"`
+	Backends          []BackendSpec `yaml:"backends"`
+	Discovery         *Discovery    `yaml:"discovery"`
+	Health            Health        `yaml:"health"`
+	Outlier           Outlier       `yaml:"outlier"`
+	PanicThreshold    Percent       `yaml:"panic_threshold"`
+	SlowStart         Duration      `yaml:"slow_start"`
+	SendProxyProtocol string        `yaml:"send_proxy_protocol"`
+	Retries           Retries       `yaml:"retries"`
+	Limits            Limits        `yaml:"limits"`
+	Timeouts          PoolTimeouts  `yaml:"timeouts"`
+}
+
+// Discovery finds a pool's backends in DNS.
+type Discovery struct {
+	Type       string   `yaml:"type"`
+	Name       string   `yaml:"name"`
+	Port       int      `yaml:"port"`
+	Resolver   string   `yaml:"resolver"`
+	MinRefresh Duration `yaml:"min_refresh"`
+	MaxRefresh Duration `yaml:"max_refresh"`
+	StaleFor   Duration `yaml:"stale_for"`
+	MaxShrink  Percent  `yaml:"max_shrink"`
+	Confirm    int      `yaml:"confirm"`
+}
+
+// Health configures active checks and flap damping.
+type Health struct {
+	Type         string   `yaml:"type"`
+	Path         string   `yaml:"path"`
+	ExpectStatus string   `yaml:"expect_status"`
+	Interval     Duration `yaml:"interval"`
+	Timeout      Duration `yaml:"timeout"`
+	Rise         int      `yaml:"rise"`
+	Fall         int      `yaml:"fall"`
+	Flap         Flap     `yaml:"flap"`
+}
+
+// Flap holds down a backend that crosses healthy/unhealthy too often.
+type Flap struct {
+	Window         Duration `yaml:"window"`
+	MaxTransitions int      `yaml:"max_transitions"`
+	Hold           Duration `yaml:"hold"`
+	MaxHold        Duration `yaml:"max_hold"`
+}
+
+// Outlier ejects backends that fail live traffic.
+type Outlier struct {
+	ConsecutiveFailures int      `yaml:"consecutive_failures"`
+	Ejection            Duration `yaml:"ejection"`
+	MaxEjection         Duration `yaml:"max_ejection"`
+	MaxEjected          Percent  `yaml:"max_ejected"`
+}
+
+// Retries bounds how a failed attempt is tried again.
+type Retries struct {
+	Attempts int      `yaml:"attempts"`
+	Budget   Percent  `yaml:"budget"`
+	On       []string `yaml:"on"`
+}
+
+// Limits bound upstream connections.
+type Limits struct {
+	MaxConnsPerBackend int      `yaml:"max_conns_per_backend"`
+	MaxIdlePerBackend  int      `yaml:"max_idle_per_backend"`
+	QueueTimeout       Duration `yaml:"queue_timeout"`
+}
+
+// PoolTimeouts bound the upstream side.
+type PoolTimeouts struct {
+	Connect  Duration `yaml:"connect"`
+	Response Duration `yaml:"response"`
+	Idle     Duration `yaml:"idle"`
+}

@@ -1,0 +1,110 @@
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Default values, as SPEC.md lists them.
+const (
+	DefaultAdminListen    = "127.0.0.1:9901"
+	DefaultMaxHeaderBytes = 16384
+)
+
+func setDur(w *walker, path string, d *Duration, def time.Duration) {
+	if !w.has(path) {
+		*d = Duration(def)
+	}
+}
+
+func setInt(w *walker, path string, v *int, def int) {
+	if !w.has(path) {
+		*v = def
+	}
+}
+
+func setPct(w *walker, path string, p *Percent, def float64) {
+	if !w.has(path) {
+		*p = Percent(def)
+	}
+}
+
+func setStr(w *walker, path string, s *string, def string) {
+	if !w.has(path) || *s == "" {
+		*s = def
+	}
+}
+
+// applyDefaults fills every key the file left out. Keys present in the file
+// keep their value, even a zero one.
+func applyDefaults(c *Config, w *walker) {
+	setStr(w, "admin.listen", &c.Admin.Listen, DefaultAdminListen)
+	for i := range c.Resolvers {
+		r := &c.Resolvers[i]
+		p := fmt.Sprintf("resolvers[%d]", i)
+		setDur(w, p+".timeout", &r.Timeout, time.Second)
+		setInt(w, p+".attempts", &r.Attempts, 2)
+	}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		p := fmt.Sprintf("listeners[%d]", i)
+		setStr(w, p+".protocol", &l.Protocol, "http")
+		setInt(w, p+".max_header_bytes", &l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+		setDur(w, p+".timeouts.read", &l.Timeouts.Read, 30*time.Second)
+		setDur(w, p+".timeouts.write", &l.Timeouts.Write, 30*time.Second)
+		setDur(w, p+".timeouts.idle", &l.Timeouts.Idle, 90*time.Second)
+		setDur(w, p+".timeouts.drain", &l.Timeouts.Drain, 30*time.Second)
+	}
+	for i := range c.Pools {
+		pl := &c.Pools[i]
+		p := fmt.Sprintf("pools[%d]", i)
+		setStr(w, p+".balance", &pl.Balance, "round_robin")
+		setStr(w, p+".hash_key", &pl.HashKey, "client_ip")
+		for j := range pl.Backends {
+			if pl.Backends[j].Weight == 0 && !w.has(fmt.Sprintf("%s.backends[%d].weight", p, j)) {
+				pl.Backends[j].Weight = 1
+			}
+		}
+		if d := pl.Discovery; d != nil {
+			dp := p + ".discovery"
+			setStr(w, dp+".resolver", &d.Resolver, "default")
+			setDur(w, dp+".min_refresh", &d.MinRefresh, time.Second)
+			setDur(w, dp+".max_refresh", &d.MaxRefresh, 30*time.Second)
+			setPct(w, dp+".max_shrink", &d.MaxShrink, 0.5)
+			setInt(w, dp+".confirm", &d.Confirm, 3)
+		}
+		h := &pl.Health
+		hp := p + ".health"
+		setStr(w, hp+".type", &h.Type, "http")
+		setStr(w, hp+".path", &h.Path, "/healthz")
+		setStr(w, hp+".expect_status", &h.ExpectStatus, "200-399")
+		setDur(w, hp+".interval", &h.Interval, 2*time.Second)
+		setDur(w, hp+".timeout", &h.Timeout, time.Second)
+		setInt(w, hp+".rise", &h.Rise, 2)
+		setInt(w, hp+".fall", &h.Fall, 3)
+		setDur(w, hp+".flap.window", &h.Flap.Window, 60*time.Second)
+		setInt(w, hp+".flap.max_transitions", &h.Flap.MaxTransitions, 4)
+		setDur(w, hp+".flap.hold", &h.Flap.Hold, 30*time.Second)
+		setDur(w, hp+".flap.max_hold", &h.Flap.MaxHold, 10*time.Minute)
+		op := p + ".outlier"
+		setInt(w, op+".consecutive_failures", &pl.Outlier.ConsecutiveFailures, 5)
+		setDur(w, op+".ejection", &pl.Outlier.Ejection, 10*time.Second)
+		setDur(w, op+".max_ejection", &pl.Outlier.MaxEjection, 5*time.Minute)
+		setPct(w, op+".max_ejected", &pl.Outlier.MaxEjected, 0.5)
+		setPct(w, p+".panic_threshold", &pl.PanicThreshold, 0.5)
+		rp := p + ".retries"
+		setInt(w, rp+".attempts", &pl.Retries.Attempts, 2)
+		setPct(w, rp+".budget", &pl.Retries.Budget, 0.2)
+		if !w.has(rp + ".on") {
+			pl.Retries.On = []string{"connect_failure", "reset"}
+		}
+		lp := p + ".limits"
+		setInt(w, lp+".max_conns_per_backend", &pl.Limits.MaxConnsPerBackend, 512)
+		setInt(w, lp+".max_idle_per_backend", &pl.Limits.MaxIdlePerBackend, 128)
+		setDur(w, lp+".queue_timeout", &pl.Limits.QueueTimeout, time.Second)
+		tp := p + ".timeouts"
+		setDur(w, tp+".connect", &pl.Timeouts.Connect, time.Second)
+		setDur(w, tp+".response", &pl.Timeouts.Response, 30*time.Second)
+		setDur(w, tp+".idle", &pl.Timeouts.Idle, 60*time.Second)
+	}
+}

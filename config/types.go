@@ -1,0 +1,96 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Duration is a Go duration written as a string ("250ms", "2s").
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return typeErr("want a duration such as 2s")
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return typeErr("bad duration %q (want e.g. 250ms, 2s)", n.Value)
+	}
+	if v < 0 {
+		return typeErr("duration %q must not be negative", n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration back as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// Percent is a share written as "50%"; the value is a fraction in [0, 1].
+type Percent float64
+
+// UnmarshalYAML parses "N%" with N in [0, 100].
+func (p *Percent) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode || !strings.HasSuffix(n.Value, "%") {
+		return typeErr("bad percentage %q (want e.g. \"50%%\")", n.Value)
+	}
+	v, err := strconv.ParseFloat(strings.TrimSuffix(n.Value, "%"), 64)
+	if err != nil || v < 0 || v > 100 {
+		return typeErr("bad percentage %q (want 0%%..100%%)", n.Value)
+	}
+	*p = Percent(v / 100)
+	return nil
+}
+
+// MarshalYAML writes the share back as "N%".
+func (p Percent) MarshalYAML() (any, error) {
+	return strconv.FormatFloat(float64(p)*100, 'f', -1, 64) + "%", nil
+}
+
+// BackendSpec is a static pool member: either "host:port" or
+// {address: host:port, weight: N}.
+type BackendSpec struct {
+	Address string `yaml:"address"`
+	Weight  int    `yaml:"weight"`
+	line    int
+}
+
+// UnmarshalYAML accepts the scalar or the mapping form.
+func (b *BackendSpec) UnmarshalYAML(n *yaml.Node) error {
+	b.line = n.Line
+	switch n.Kind {
+	case yaml.ScalarNode:
+		b.Address = n.Value
+		return nil
+	case yaml.MappingNode:
+		type plain BackendSpec
+		var p plain
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			switch k := n.Content[i].Value; k {
+			case "address", "weight":
+			default:
+				return typeErr("unknown key %q (want address, weight)", k)
+			}
+		}
+		if err := n.Decode(&p); err != nil {
+			return typeErr("want {address: host:port, weight: N}")
+		}
+		b.Address, b.Weight = p.Address, p.Weight
+		return nil
+	}
+	return typeErr("want \"host:port\" or {address, weight}")
+}
+
+// typeErr is returned by the unmarshalers so the YAML decoder collects it and
+// carries on, instead of stopping at the first bad value.
+func typeErr(format string, args ...any) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf(format, args...)}}
+}

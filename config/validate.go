@@ -1,0 +1,328 @@
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Balance algorithms.
+var balances = map[string]bool{
+	"round_robin": true, "least_conn": true, "p2c": true, "p2c_ewma": true,
+	"random": true, "consistent_hash": true,
+}
+
+// Retry reasons accepted in retries.on.
+var retryReasons = map[string]bool{"connect_failure": true, "reset": true}
+
+func checkHostPort(w *walker, path, addr string, needIP bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		w.errorf(path, "bad address %q (want host:port)", addr)
+		return
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		w.errorf(path, "bad port in %q (want 1..65535)", addr)
+		return
+	}
+	if needIP && host != "" && net.ParseIP(host) == nil {
+		w.errorf(path, "bad address %q (want an IP literal)", addr)
+	}
+}
+
+func checkListen(w *walker, path, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		w.errorf(path, "bad address %q (want host:port)", addr)
+		return
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		w.errorf(path, "bad port in %q (want 0..65535)", addr)
+		return
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		w.errorf(path, "bad listen host %q (want an IP literal)", host)
+	}
+}
+
+func positive(w *walker, path string, d Duration) {
+	if d <= 0 {
+		w.errorf(path, "must be greater than 0")
+	}
+}
+
+// ParseStatusRanges parses "200-399" or "200,204,300-399" into inclusive
+// ranges.
+func ParseStatusRanges(s string) ([][2]int, error) {
+	var out [][2]int
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		b := a
+		var err2 error
+		if isRange {
+			b, err2 = strconv.Atoi(strings.TrimSpace(hi))
+		}
+		if err1 != nil || err2 != nil || a < 100 || b > 599 || a > b {
+			return nil, fmt.Errorf("bad status range %q (want e.g. 200-399 or 200,204)", part)
+		}
+		out = append(out, [2]int{a, b})
+	}
+	return out, nil
+}
+
+func validate(c *Config, w *walker) {
+	checkListen(w, "admin.listen", c.Admin.Listen)
+
+	resolvers := map[string]bool{}
+	for i, r := range c.Resolvers {
+		p := fmt.Sprintf("resolvers[%d]", i)
+		switch {
+		case r.Name == "":
+			w.errorf(p+".name", "missing name")
+		case resolvers[r.Name]:
+			w.errorf(p+".name", "duplicate resolver name %q", r.Name)
+		}
+		resolvers[r.Name] = true
+		if len(r.Servers) == 0 {
+			w.errorf(p+".servers", "at least one server is needed")
+		}
+		for j, s := range r.Servers {
+			if _, _, err := net.SplitHostPort(s); err != nil && net.ParseIP(s) != nil {
+				continue // a bare IP means port 53
+			}
+			checkHostPort(w, fmt.Sprintf("%s.servers[%d]", p, j), s, true)
+		}
+		positive(w, p+".timeout", r.Timeout)
+		if r.Attempts < 1 {
+			w.errorf(p+".attempts", "must be at least 1")
+		}
+	}
+
+	pools := map[string]bool{}
+	for i, pl := range c.Pools {
+		p := fmt.Sprintf("pools[%d]", i)
+		switch {
+		case pl.Name == "":
+			w.errorf(p+".name", "missing name")
+		case pools[pl.Name]:
+			w.errorf(p+".name", "duplicate pool name %q", pl.Name)
+		}
+		pools[pl.Name] = true
+		validatePool(c, w, p, &pl, resolvers)
+	}
+
+	if len(c.Listeners) == 0 {
+		w.errorf("listeners", "at least one listener is needed")
+	}
+	names, addrs := map[string]bool{}, map[string]string{}
+	for i, l := range c.Listeners {
+		p := fmt.Sprintf("listeners[%d]", i)
+		switch {
+		case l.Name == "":
+			w.errorf(p+".name", "missing name")
+		case names[l.Name]:
+			w.errorf(p+".name", "duplicate listener name %q", l.Name)
+		}
+		names[l.Name] = true
+		if l.Listen == "" {
+			w.errorf(p+".listen", "missing listen address")
+		} else {
+			checkListen(w, p+".listen", l.Listen)
+			if other, dup := addrs[l.Listen]; dup && !strings.HasSuffix(l.Listen, ":0") {
+				w.errorf(p+".listen", "address %s is already used by listener %q", l.Listen, other)
+			}
+			addrs[l.Listen] = l.Name
+		}
+		if l.Protocol != "http" && l.Protocol != "tcp" {
+			w.errorf(p+".protocol", "unknown protocol %q (want http or tcp)", l.Protocol)
+		}
+		switch {
+		case l.Pool == "":
+			w.errorf(p+".pool", "missing pool")
+		case !pools[l.Pool]:
+			w.errorf(p+".pool", "unknown pool %q", l.Pool)
+		}
+		if l.Protocol == "tcp" && len(l.Routes) > 0 {
+			w.errorf(p+".routes", "routes apply to http listeners only")
+		}
+		if l.Protocol == "tcp" && len(l.TLS) > 0 {
+			w.errorf(p+".tls", "tls termination applies to http listeners only")
+		}
+		for j, r := range l.Routes {
+			rp := fmt.Sprintf("%s.routes[%d]", p, j)
+			if r.Host == "" && r.PathPrefix == "" {
+				w.errorf(rp, "a route needs host or path_prefix")
+			}
+			if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+				w.errorf(rp+".path_prefix", "must start with /")
+			}
+			if strings.Contains(r.Host, "*") && !strings.HasPrefix(r.Host, "*.") {
+				w.errorf(rp+".host", "wildcard hosts must look like *.example.com")
+			}
+			switch {
+			case r.Pool == "":
+				w.errorf(rp+".pool", "missing pool")
+			case !pools[r.Pool]:
+				w.errorf(rp+".pool", "unknown pool %q", r.Pool)
+			}
+		}
+		for j, t := range l.TLS {
+			tp := fmt.Sprintf("%s.tls[%d]", p, j)
+			if t.CertFile == "" || t.KeyFile == "" {
+				w.errorf(tp, "cert_file and key_file are both needed")
+				continue
+			}
+			if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
+				w.errorf(tp, "cannot load certificate: %v", err)
+			}
+		}
+		if l.MaxConnections < 0 {
+			w.errorf(p+".max_connections", "must not be negative")
+		}
+		if l.MaxHeaderBytes < 1024 {
+			w.errorf(p+".max_header_bytes", "must be at least 1024")
+		}
+		if l.MaxBodyBytes < 0 {
+			w.errorf(p+".max_body_bytes", "must not be negative")
+		}
+		positive(w, p+".timeouts.read", l.Timeouts.Read)
+		positive(w, p+".timeouts.write", l.Timeouts.Write)
+		positive(w, p+".timeouts.idle", l.Timeouts.Idle)
+	}
+}
+
+func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string]bool) {
+	if !balances[pl.Balance] {
+		w.errorf(p+".balance", "unknown balance %q (want round_robin, least_conn, p2c, p2c_ewma, random or consistent_hash)", pl.Balance)
+	}
+	if pl.Balance == "consistent_hash" {
+		k := pl.HashKey
+		ok := k == "client_ip" ||
+			(strings.HasPrefix(k, "header:") && len(k) > len("header:")) ||
+			(strings.HasPrefix(k, "cookie:") && len(k) > len("cookie:"))
+		if !ok {
+			w.errorf(p+".hash_key", "bad hash_key %q (want client_ip, header:NAME or cookie:NAME)", k)
+		}
+	}
+	switch {
+	case len(pl.Backends) == 0 && pl.Discovery == nil:
+		w.errorf(p, "pool has neither backends nor discovery")
+	case len(pl.Backends) > 0 && pl.Discovery != nil:
+		w.errorf(p+".discovery", "use backends or discovery, not both")
+	}
+	seen := map[string]bool{}
+	for j, b := range pl.Backends {
+		bp := fmt.Sprintf("%s.backends[%d]", p, j)
+		if b.Address == "" {
+			w.errorf(bp, "missing address")
+			continue
+		}
+		checkHostPort(w, bp, b.Address, false)
+		if seen[b.Address] {
+			w.errorf(bp, "duplicate backend %s", b.Address)
+		}
+		seen[b.Address] = true
+		if b.Weight < 1 || b.Weight > 1000 {
+			w.errorf(bp+".weight", "weight %d out of range (want 1..1000)", b.Weight)
+		}
+	}
+	if d := pl.Discovery; d != nil {
+		dp := p + ".discovery"
+		switch d.Type {
+		case "srv":
+			if d.Port != 0 {
+				w.errorf(dp+".port", "port applies to type a only (SRV records carry ports)")
+			}
+		case "a":
+			if d.Port < 1 || d.Port > 65535 {
+				w.errorf(dp+".port", "type a needs a port in 1..65535")
+			}
+		default:
+			w.errorf(dp+".type", "unknown discovery type %q (want srv or a)", d.Type)
+		}
+		if d.Name == "" {
+			w.errorf(dp+".name", "missing DNS name")
+		}
+		if len(c.Resolvers) > 0 && !resolvers[d.Resolver] {
+			w.errorf(dp+".resolver", "unknown resolver %q", d.Resolver)
+		}
+		positive(w, dp+".min_refresh", d.MinRefresh)
+		if d.MaxRefresh < d.MinRefresh {
+			w.errorf(dp+".max_refresh", "must not be below min_refresh")
+		}
+		if d.Confirm < 1 {
+			w.errorf(dp+".confirm", "must be at least 1")
+		}
+	}
+	h := pl.Health
+	hp := p + ".health"
+	switch h.Type {
+	case "http":
+		if !strings.HasPrefix(h.Path, "/") {
+			w.errorf(hp+".path", "must start with /")
+		}
+		if _, err := ParseStatusRanges(h.ExpectStatus); err != nil {
+			w.errorf(hp+".expect_status", "%v", err)
+		}
+	case "tcp", "none":
+	default:
+		w.errorf(hp+".type", "unknown health type %q (want http, tcp or none)", h.Type)
+	}
+	positive(w, hp+".interval", h.Interval)
+	positive(w, hp+".timeout", h.Timeout)
+	if h.Rise < 1 {
+		w.errorf(hp+".rise", "must be at least 1")
+	}
+	if h.Fall < 1 {
+		w.errorf(hp+".fall", "must be at least 1")
+	}
+	positive(w, hp+".flap.window", h.Flap.Window)
+	if h.Flap.MaxTransitions < 1 {
+		w.errorf(hp+".flap.max_transitions", "must be at least 1")
+	}
+	positive(w, hp+".flap.hold", h.Flap.Hold)
+	if h.Flap.MaxHold < h.Flap.Hold {
+		w.errorf(hp+".flap.max_hold", "must not be below hold")
+	}
+	o := pl.Outlier
+	op := p + ".outlier"
+	if o.ConsecutiveFailures < 0 {
+		w.errorf(op+".consecutive_failures", "must not be negative (0 turns ejection off)")
+	}
+	positive(w, op+".ejection", o.Ejection)
+	if o.MaxEjection < o.Ejection {
+		w.errorf(op+".max_ejection", "must not be below ejection")
+	}
+	switch pl.SendProxyProtocol {
+	case "", "v1", "v2":
+	default:
+		w.errorf(p+".send_proxy_protocol", "unknown version %q (want \"\", v1 or v2)", pl.SendProxyProtocol)
+	}
+	if pl.Retries.Attempts < 0 || pl.Retries.Attempts > 10 {
+		w.errorf(p+".retries.attempts", "out of range (want 0..10)")
+	}
+	for j, r := range pl.Retries.On {
+		if !retryReasons[r] {
+			w.errorf(fmt.Sprintf("%s.retries.on[%d]", p, j), "unknown retry reason %q (want connect_failure or reset)", r)
+		}
+	}
+	lp := p + ".limits"
+	if pl.Limits.MaxConnsPerBackend < 1 {
+		w.errorf(lp+".max_conns_per_backend", "must be at least 1")
+	}
+	if pl.Limits.MaxIdlePerBackend < 0 {
+		w.errorf(lp+".max_idle_per_backend", "must not be negative")
+	} else if pl.Limits.MaxIdlePerBackend > pl.Limits.MaxConnsPerBackend && pl.Limits.MaxConnsPerBackend > 0 {
+		w.errorf(lp+".max_idle_per_backend", "must not exceed max_conns_per_backend")
+	}
+	positive(w, lp+".queue_timeout", pl.Limits.QueueTimeout)
+	positive(w, p+".timeouts.connect", pl.Timeouts.Connect)
+	positive(w, p+".timeouts.response", pl.Timeouts.Response)
+	positive(w, p+".timeouts.idle", pl.Timeouts.Idle)
+}
