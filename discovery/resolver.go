@@ -205,10 +205,10 @@ func (r *Resolver) exchange(ctx context.Context, server, name string, qtype uint
 	q.SetEdns0(UDPSize, false)
 
 	c := &dns.Client{Net: "udp", Timeout: timeout, UDPSize: UDPSize}
-	reply, _, err := c.ExchangeContext(ctx, q, server)
+	reply, err := exchangeOnce(ctx, c, q, server)
 	if err == nil && reply != nil && reply.Truncated {
 		c.Net = "tcp"
-		reply, _, err = c.ExchangeContext(ctx, q, server)
+		reply, err = exchangeOnce(ctx, c, q, server)
 		if err != nil {
 			return nil, ResultTruncated, fmt.Errorf("truncated over UDP, TCP failed: %w", err)
 		}
@@ -221,6 +221,20 @@ func (r *Resolver) exchange(ctx context.Context, server, name string, qtype uint
 	}
 	result, err := classifyReply(q, reply)
 	return reply, result, err
+}
+
+// exchangeOnce is Client.ExchangeContext that also stops when ctx is
+// cancelled (miekg/dns only honours a context's deadline once connected).
+func exchangeOnce(ctx context.Context, c *dns.Client, q *dns.Msg, server string) (*dns.Msg, error) {
+	conn, err := c.DialContext(ctx, server)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	reply, _, err := c.ExchangeWithConnContext(ctx, q, conn)
+	return reply, err
 }
 
 func classifyNetErr(err error) string {
