@@ -51,7 +51,7 @@ func (p *Prober) Run(ctx context.Context, addr string, result func(err error)) {
 		rnd = rand.Float64
 	}
 
-	timer := time.NewTimer(time.Duration(rnd() * float64(min(interval, maxFirstDelay))))
+	timer := time.NewTimer(firstDelay(interval, rnd()))
 	defer timer.Stop()
 	for {
 		select {
@@ -68,10 +68,18 @@ func (p *Prober) Run(ctx context.Context, addr string, result func(err error)) {
 		}
 		result(err)
 
-		next := interval
-		if p.Jitter > 0 {
-			next = time.Duration(float64(interval) * (1 + p.Jitter*(2*rnd()-1)))
-		}
-		timer.Reset(max(next-time.Since(start), 0))
+		timer.Reset(max(jittered(interval, p.Jitter, rnd())-time.Since(start), 0))
 	}
+}
+
+// firstDelay is the random offset before the first probe, for r in [0, 1).
+func firstDelay(interval time.Duration, r float64) time.Duration {
+	return time.Duration(r * float64(min(interval, maxFirstDelay)))
+}
+
+// jittered is interval spread by ±jitter×interval, for r in [0, 1); jitter is
+// clamped to [0, 1] so an interval never goes negative.
+func jittered(interval time.Duration, jitter, r float64) time.Duration {
+	jitter = min(max(jitter, 0), 1)
+	return time.Duration(float64(interval) * (1 + jitter*(2*r-1)))
 }

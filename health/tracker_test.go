@@ -244,7 +244,7 @@ func TestTracker(t *testing.T) {
 				{at: 10 * s, op: eject, want: Ejected},
 				{at: 30 * s, op: tick, want: Healthy, transitions: ptr(4)},
 				{at: 30 * s, op: eject, want: HeldDown, transitions: ptr(5), next: ptr(60 * s)}, // ejection ends first, at 60s too
-				{at: 31 * s, op: fail, want: HeldDown, next: ptr(60 * s)},                      // restarts: 31+30 = 61, ejection still 60
+				{at: 31 * s, op: fail, want: HeldDown, next: ptr(60 * s)},                       // restarts: 31+30 = 61, ejection still 60
 				{at: 32 * s, op: fail, want: HeldDown},
 				{at: 33 * s, op: fail, want: HeldDown}, // fall reached
 				{at: 34 * s, op: pass, want: HeldDown, next: ptr(60 * s)},
@@ -360,7 +360,7 @@ func TestTracker(t *testing.T) {
 			policy: func() Policy { p := fastPolicy(); p.MaxTransitions = 0; return p }(),
 			steps: concat(
 				[]step{{at: 0, op: pass, want: Healthy}},
-				flap5(1*s)[:4],
+				flap5(1 * s)[:4],
 				[]step{{at: 5 * s, op: fail, want: Unhealthy, transitions: ptr(5)}},
 			),
 		},
