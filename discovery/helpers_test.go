@@ -117,7 +117,7 @@ type runner struct {
 	begun  bool
 }
 
-func newRunner(t testing.TB, cfg DNSConfig) *runner {
+func newRunner(t testing.TB, cfg DNSConfig, opts ...func(*DNS)) *runner {
 	t.Helper()
 	log, lb := newLogger(t)
 	r := &runner{
