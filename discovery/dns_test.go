@@ -249,7 +249,6 @@ func TestRefreshClamp(t *testing.T) {
 	}
 }
 
-
 // TestSRV: targets resolved (from glue or by follow-up queries), priorities
 // and weights carried, weight 0 → 1, "." skipped, IPv6 bracketed.
 func TestSRV(t *testing.T) {

@@ -135,6 +135,9 @@ func newRunner(t testing.TB, cfg DNSConfig, opts ...func(*DNS)) *runner {
 	r.d = NewDNS(cfg, r.obs, log)
 	r.d.Now = func() time.Time { r.mu.Lock(); defer r.mu.Unlock(); return r.now }
 	r.d.Rand = func() float64 { return 0.5 } // no jitter
+	for _, o := range opts {
+		o(r.d)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.d.After = func(d time.Duration) <-chan time.Time {
 		select {
