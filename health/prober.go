@@ -19,7 +19,7 @@ const (
 // backends (one Run per backend) if its Checker and Rand are safe for
 // concurrent use (the Checkers in this package are; the default Rand is).
 type Prober struct {
-	// Checker performs one probe.
+	// Checker performs one probe (required).
 	Checker Checker
 	// Interval is the time between probe starts (2s when not positive).
 	Interval time.Duration
