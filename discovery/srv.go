@@ -56,21 +56,7 @@ func (d *DNS) lookupSRV(ctx context.Context, name string) ([]Backend, uint32, er
 		}
 	}
 
-	out := make([]Backend, 0, len(srvs))
-	for _, s := range srvs {
-		w := int(s.Weight)
-		if w == 0 {
-			w = 1
-		}
-		for _, ip := range glue[dns.CanonicalName(s.Target)] {
-			out = append(out, Backend{
-				Address:  net.JoinHostPort(ip, strconv.Itoa(int(s.Port))),
-				Weight:   w,
-				Priority: int(s.Priority),
-			})
-		}
-	}
-	out = dedupe(out)
+	out := srvBackends(srvs, glue)
 	if len(out) == 0 {
 		return nil, ttl, &LookupError{Name: dns.Fqdn(name), Type: "SRV", Result: ResultEmpty}
 	}
@@ -184,4 +170,24 @@ func (d *DNS) resolveTargets(ctx context.Context, targets []string) (map[string]
 		return nil, 0, err
 	}
 	return out, minTTL, nil
+}
+
+// srvBackends turns SRV records and their targets' addresses into a sorted,
+// deduplicated set; targets without addresses contribute nothing.
+func srvBackends(srvs []*dns.SRV, addrs map[string][]string) []Backend {
+	out := make([]Backend, 0, len(srvs))
+	for _, s := range srvs {
+		w := int(s.Weight)
+		if w == 0 {
+			w = 1 // RFC 2782: weight 0 is a very small share, not none
+		}
+		for _, ip := range addrs[dns.CanonicalName(s.Target)] {
+			out = append(out, Backend{
+				Address:  net.JoinHostPort(ip, strconv.Itoa(int(s.Port))),
+				Weight:   w,
+				Priority: int(s.Priority),
+			})
+		}
+	}
+	return dedupe(out)
 }

@@ -1,0 +1,493 @@
+// Package app assembles holdfast from a config: pools, listeners and the
+// admin endpoints, and owns reload and drain.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/holdfast-lb/holdfast/balancer"
+	"github.com/holdfast-lb/holdfast/config"
+	"github.com/holdfast-lb/holdfast/discovery"
+	"github.com/holdfast-lb/holdfast/metrics"
+	"github.com/holdfast-lb/holdfast/proxy"
+)
+
+// Options are the process-level inputs of an App.
+type Options struct {
+	Log *slog.Logger
+	// Registry receives the metrics; nil makes a fresh one.
+	Registry *prometheus.Registry
+	// ConfigPath is re-read on Reload.
+	ConfigPath string
+	// Inherited are listening sockets handed over by a previous process,
+	// by address.
+	Inherited map[string]net.Listener
+	// DNSHook lets tests adjust each DNS source before it starts.
+	DNSHook func(*discovery.DNS)
+}
+
+// App is a running holdfast. Its methods are safe for concurrent use.
+type App struct {
+	opts Options
+	log  *slog.Logger
+	reg  *prometheus.Registry
+	m    *metrics.Metrics
+
+	mu        sync.Mutex // serialises Start, Reload and Shutdown
+	cfg       *config.Config
+	ctx       context.Context
+	cancel    context.CancelFunc
+	pools     map[string]*poolRT
+	listeners map[string]*listenerRT
+	admin     *adminServer
+
+	started  atomic.Bool
+	draining atomic.Bool
+	wg       sync.WaitGroup
+}
+
+type poolRT struct {
+	pool   *balancer.Pool
+	target *proxy.Target
+	cfg    config.Pool
+	cancel context.CancelFunc
+}
+
+type listenerRT struct {
+	cfg  config.Listener
+	ln   *proxy.LimitListener
+	http *proxy.HTTP
+	tcp  *proxy.TCP
+	done chan struct{}
+}
+
+// New prepares an App for cfg; Start binds and serves.
+func New(cfg *config.Config, o Options) *App {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	return &App{
+		opts: o, log: o.Log, reg: reg, m: metrics.New(reg), cfg: cfg,
+		pools: map[string]*poolRT{}, listeners: map[string]*listenerRT{},
+	}
+}
+
+// Registry is where the App's metrics are registered.
+func (a *App) Registry() *prometheus.Registry { return a.reg }
+
+// Config is the config in force.
+func (a *App) Config() *config.Config { a.mu.Lock(); defer a.mu.Unlock(); return a.cfg }
+
+// Start binds the admin and traffic listeners (all or none) and starts the
+// pools. It returns once everything is serving.
+func (a *App) Start(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	adm, err := a.startAdmin(a.cfg.Admin.Listen)
+	if err != nil {
+		a.cancel()
+		return err
+	}
+	a.admin = adm
+	if err := a.apply(a.cfg, true); err != nil {
+		adm.close()
+		a.cancel()
+		return err
+	}
+	a.started.Store(true)
+	return nil
+}
+
+// bound is a listener socket bound during apply, not yet serving.
+type bound struct {
+	cfg config.Listener
+	ln  net.Listener
+}
+
+// apply moves the running state to cfg. Everything that can fail (building
+// pool options, binding new listeners) happens before anything changes, so
+// a failed apply leaves the App as it was.
+func (a *App) apply(cfg *config.Config, first bool) error {
+	// 1. Pool options for every pool.
+	newOpts := map[string]*balancer.Options{}
+	var errs *multierror.Error
+	for i := range cfg.Pools {
+		p := &cfg.Pools[i]
+		obs := &balancer.DiscoveryState{}
+		if rt, ok := a.pools[p.Name]; ok {
+			obs = &rt.pool.Discovery
+		}
+		o, err := poolOptions(cfg, p, obs, a.log, a.opts.DNSHook)
+		if err != nil {
+			errs = multierror.Append(errs, err)
+			continue
+		}
+		newOpts[p.Name] = o
+	}
+	if errs != nil {
+		return errs
+	}
+	// 2. Bind listeners that are new or moved.
+	var fresh []bound
+	for _, l := range cfg.Listeners {
+		if old, ok := a.listeners[l.Name]; ok && sameSocket(old.cfg, l) {
+			continue
+		}
+		ln, err := a.bind(l)
+		if err != nil {
+			for _, b := range fresh {
+				_ = b.ln.Close()
+			}
+			return fmt.Errorf("listener %q: %w", l.Name, err)
+		}
+		fresh = append(fresh, bound{l, ln})
+	}
+	// Nothing fails from here on.
+	keepPools := map[string]bool{}
+	for i := range cfg.Pools {
+		p := cfg.Pools[i]
+		keepPools[p.Name] = true
+		o := newOpts[p.Name]
+		if rt, ok := a.pools[p.Name]; ok {
+			rt.pool.Update(o)
+			rt.target.SetConfig(targetConfig(&p))
+			rt.cfg = p
+			continue
+		}
+		a.pools[p.Name] = a.startPool(p, o)
+	}
+	targets := map[string]*proxy.Target{}
+	for n, rt := range a.pools {
+		targets[n] = rt.target
+	}
+	// Existing listeners on the same socket take the new routes in place.
+	keepListeners := map[string]bool{}
+	for _, l := range cfg.Listeners {
+		keepListeners[l.Name] = true
+		if old, ok := a.listeners[l.Name]; ok && sameSocket(old.cfg, l) {
+			old.cfg = l
+			if old.http != nil {
+				old.http.SetRoutes(a.routes(l, targets))
+				old.http.SetAccessLog(l.AccessLog)
+			}
+			if old.tcp != nil {
+				old.tcp.SetTarget(targets[l.Pool])
+			}
+		}
+	}
+	// Listeners that moved or left drain in the background.
+	for name, old := range a.listeners {
+		if keepListeners[name] && sameSocket(old.cfg, findListener(cfg, name)) {
+			continue
+		}
+		delete(a.listeners, name)
+		go a.stopListener(old, old.cfg.Timeouts.Drain.D())
+	}
+	for _, b := range fresh {
+		a.listeners[b.cfg.Name] = a.serve(b, targets)
+	}
+	// Pools no longer referenced stop once their listeners are gone.
+	for name, rt := range a.pools {
+		if !keepPools[name] {
+			delete(a.pools, name)
+			rt.cancel()
+			a.log.Info("pool removed", "pool", name)
+		}
+	}
+	a.cfg = cfg
+	return nil
+}
+
+func findListener(cfg *config.Config, name string) config.Listener {
+	for _, l := range cfg.Listeners {
+		if l.Name == name {
+			return l
+		}
+	}
+	return config.Listener{}
+}
+
+// sameSocket reports whether a listener can keep its socket and server:
+// only routes, pools and access logging change in place.
+func sameSocket(a, b config.Listener) bool {
+	if a.Name != b.Name || a.Listen != b.Listen || a.Protocol != b.Protocol ||
+		a.ProxyProtocol != b.ProxyProtocol || a.Freebind != b.Freebind ||
+		a.MaxConnections != b.MaxConnections || a.MaxHeaderBytes != b.MaxHeaderBytes ||
+		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || len(a.TLS) != len(b.TLS) {
+		return false
+	}
+	for i := range a.TLS {
+		if a.TLS[i] != b.TLS[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *App) bind(l config.Listener) (net.Listener, error) {
+	if ln, ok := a.opts.Inherited[l.Listen]; ok {
+		delete(a.opts.Inherited, l.Listen)
+		return ln, nil
+	}
+	return proxy.Listen(a.ctx, l.Listen, l.Freebind)
+}
+
+func (a *App) startPool(p config.Pool, o *balancer.Options) *poolRT {
+	up := upstreamConfig(&p)
+	hooks := balancer.Hooks{
+		NewUpstream:   func(ep *balancer.Endpoint) any { return proxy.NewUpstream(ep, up) },
+		CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*proxy.Upstream).Close() },
+	}
+	pool := balancer.NewPool(o, hooks, a.m, a.log)
+	ctx, cancel := context.WithCancel(a.ctx)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		pool.Run(ctx)
+	}()
+	return &poolRT{pool: pool, target: proxy.NewTarget(pool, targetConfig(&p), a.m), cfg: p, cancel: cancel}
+}
+
+func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy.Routes {
+	rs := make([]proxy.Route, len(l.Routes))
+	for i, r := range l.Routes {
+		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool]}
+	}
+	return proxy.NewRoutes(l.Name, targets[l.Pool], rs, a.m)
+}
+
+func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
+	l := b.cfg
+	lim := proxy.NewLimitListener(b.ln, l.MaxConnections, a.m.ListenerConns.WithLabelValues(l.Name))
+	rt := &listenerRT{cfg: l, ln: lim, done: make(chan struct{})}
+	var ln net.Listener = lim
+	if l.ProxyProtocol {
+		ln = proxy.NewProxyProtoListener(ln, l.Timeouts.Read.D(), a.log.With("listener", l.Name))
+	}
+	log := a.log.With("listener", l.Name)
+	switch l.Protocol {
+	case "tcp":
+		rt.tcp = proxy.NewTCP(proxy.TCPOptions{Name: l.Name, IdleTimeout: l.Timeouts.Idle.D(), Log: log, Metrics: a.m}, targets[l.Pool])
+		go func() {
+			defer close(rt.done)
+			_ = rt.tcp.Serve(ln)
+		}()
+	default:
+		h := proxy.NewHTTP(proxy.HTTPOptions{
+			Name: l.Name, MaxHeaderBytes: l.MaxHeaderBytes, MaxBodyBytes: l.MaxBodyBytes,
+			ReadTimeout: l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
+			AccessLog: l.AccessLog, Log: log, Metrics: a.m,
+		}, a.routes(l, targets))
+		rt.http = h
+		if len(l.TLS) > 0 {
+			tl, err := proxy.NewTLSListener(ln, l.TLS)
+			if err != nil {
+				// Validated before; a certificate replaced on disk since then.
+				log.Error("tls setup failed; listener not serving", "err", err)
+				close(rt.done)
+				_ = lim.Close()
+				return rt
+			}
+			ln = tl
+		}
+		go func() {
+			defer close(rt.done)
+			if err := h.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+				log.Error("listener stopped", "err", err)
+			}
+		}()
+	}
+	log.Info("listening", "addr", b.ln.Addr().String(), "protocol", l.Protocol, "pool", l.Pool)
+	return rt
+}
+
+func (a *App) stopListener(rt *listenerRT, drain time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	switch {
+	case rt.http != nil:
+		_ = rt.http.Server().ShutdownWithContext(ctx)
+	case rt.tcp != nil:
+		rt.tcp.Shutdown(ctx)
+	}
+	_ = rt.ln.Close()
+	<-rt.done
+}
+
+// Reload re-reads the config file and applies it. An invalid config changes
+// nothing; the error lists every problem.
+func (a *App) Reload() (string, error) {
+	cfg, err := config.Load(a.opts.ConfigPath)
+	if err != nil {
+		a.m.ReloadFailures.Inc()
+		a.log.Error("reload rejected", "err", err)
+		return "", err
+	}
+	return a.ReloadConfig(cfg)
+}
+
+// ReloadConfig applies an already validated config.
+func (a *App) ReloadConfig(cfg *config.Config) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.draining.Load() {
+		a.m.ReloadFailures.Inc()
+		return "", errors.New("draining: reload refused")
+	}
+	if cfg.Admin.Listen != a.cfg.Admin.Listen {
+		a.log.Warn("admin.listen changes apply on restart", "current", a.cfg.Admin.Listen)
+	}
+	if err := a.apply(cfg, false); err != nil {
+		a.m.ReloadFailures.Inc()
+		a.log.Error("reload failed; previous config still serving", "err", err)
+		return "", err
+	}
+	a.m.Reloads.Inc()
+	sum := summary(cfg)
+	a.log.Info("reloaded", "summary", sum)
+	return sum, nil
+}
+
+func summary(cfg *config.Config) string {
+	var ls, ps []string
+	for _, l := range cfg.Listeners {
+		ls = append(ls, l.Name+"@"+l.Listen)
+	}
+	for _, p := range cfg.Pools {
+		ps = append(ps, p.Name)
+	}
+	sort.Strings(ps)
+	return fmt.Sprintf("listeners: %s; pools: %s", strings.Join(ls, ", "), strings.Join(ps, ", "))
+}
+
+// Ready reports whether every listener is bound and every pool has a
+// routable backend, and the App is not draining.
+func (a *App) Ready() bool {
+	if !a.started.Load() || a.draining.Load() {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, rt := range a.pools {
+		if !rt.pool.Ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// Draining reports whether Shutdown has begun.
+func (a *App) Draining() bool { return a.draining.Load() }
+
+// Status lists every pool for the status page, by name.
+func (a *App) Status() []balancer.PoolStatus {
+	a.mu.Lock()
+	rts := make([]*poolRT, 0, len(a.pools))
+	for _, rt := range a.pools {
+		rts = append(rts, rt)
+	}
+	a.mu.Unlock()
+	out := make([]balancer.PoolStatus, len(rts))
+	for i, rt := range rts {
+		out[i] = rt.pool.Status()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Pool returns a running pool by name (tests, check --resolve).
+func (a *App) Pool(name string) *balancer.Pool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if rt, ok := a.pools[name]; ok {
+		return rt.pool
+	}
+	return nil
+}
+
+// ListenerAddr is the bound address of a listener (useful with port 0).
+func (a *App) ListenerAddr(name string) net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if rt, ok := a.listeners[name]; ok {
+		return rt.ln.Addr()
+	}
+	return nil
+}
+
+// Listeners returns the raw listening sockets by address, for handing over
+// to a new process.
+func (a *App) Listeners() map[string]net.Listener {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]net.Listener{}
+	for _, rt := range a.listeners {
+		out[rt.cfg.Listen] = rt.ln.Listener
+	}
+	return out
+}
+
+// AdminAddr is the admin listener's bound address.
+func (a *App) AdminAddr() net.Addr { return a.admin.addr() }
+
+// Shutdown drains: /readyz turns 503 at once, listeners keep serving for
+// drain_delay, then stop accepting and in-flight requests finish (each
+// listener's timeouts.drain at most, or until ctx ends).
+func (a *App) Shutdown(ctx context.Context) {
+	if !a.draining.CompareAndSwap(false, true) {
+		return
+	}
+	a.mu.Lock()
+	delay := a.cfg.DrainDelay.D()
+	a.mu.Unlock()
+	a.log.Info("draining", "drain_delay", delay.String())
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	a.mu.Lock()
+	var wg sync.WaitGroup
+	for name, rt := range a.listeners {
+		delete(a.listeners, name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := rt.cfg.Timeouts.Drain.D()
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+				d = time.Until(dl)
+			}
+			a.stopListener(rt, d)
+		}()
+	}
+	a.mu.Unlock()
+	wg.Wait()
+	a.cancel()
+	a.wg.Wait()
+	if a.admin != nil {
+		a.admin.close()
+	}
+	a.log.Info("stopped")
+}

@@ -1,0 +1,73 @@
+package balancer
+
+import (
+	"hash/maphash"
+	"slices"
+	"strconv"
+)
+
+// vnodes per unit of weight on the hash ring.
+const vnodes = 64
+
+var ringSeed = maphash.MakeSeed()
+
+// Ring is consistent hashing: each member owns points on a ring in
+// proportion to its weight; a key goes to the next point clockwise, so a
+// member leaving moves only its own keys.
+type Ring struct {
+	points []uint64
+	owners []*Endpoint
+}
+
+var _ Picker = (*Ring)(nil)
+
+type point struct {
+	h  uint64
+	ep *Endpoint
+}
+
+func newRing(ms []member) *Ring {
+	var pts []point
+	for _, m := range ms {
+		n := max(1, int(m.weight*vnodes))
+		for i := range n {
+			pts = append(pts, point{maphash.String(ringSeed, m.ep.Addr+"#"+strconv.Itoa(i)), m.ep})
+		}
+	}
+	slices.SortFunc(pts, func(a, b point) int {
+		switch {
+		case a.h < b.h:
+			return -1
+		case a.h > b.h:
+			return 1
+		}
+		return 0
+	})
+	r := &Ring{points: make([]uint64, len(pts)), owners: make([]*Endpoint, len(pts))}
+	for i, p := range pts {
+		r.points[i], r.owners[i] = p.h, p.ep
+	}
+	return r
+}
+
+// Pick walks clockwise from hash to the first owner not in tried.
+func (r *Ring) Pick(h uint64, tried []*Endpoint) *Endpoint {
+	i, _ := slices.BinarySearch(r.points, h)
+	n := len(r.points)
+	for k := range n {
+		e := r.owners[(i+k)%n]
+		if len(tried) == 0 || !triedHas(tried, e) {
+			return e
+		}
+		if k > 4*vnodes {
+			break
+		}
+	}
+	return r.owners[i%n]
+}
+
+// HashString hashes an affinity key for Pick.
+func HashString(s string) uint64 { return maphash.String(ringSeed, s) }
+
+// HashBytes hashes an affinity key for Pick.
+func HashBytes(b []byte) uint64 { return maphash.Bytes(ringSeed, b) }

@@ -1,0 +1,59 @@
+package balancer
+
+import "math/rand/v2"
+
+// P2C is the power of two choices: two members drawn at random (weighted),
+// the less loaded wins. With ewma, load is latency × (in-flight + 1).
+type P2C struct {
+	draw *Random
+	ewma bool
+}
+
+var _ Picker = (*P2C)(nil)
+
+func newP2C(ms []member, ewma bool) *P2C { return &P2C{draw: newRandom(ms), ewma: ewma} }
+
+// Pick compares two random members.
+func (p *P2C) Pick(h uint64, tried []*Endpoint) *Endpoint {
+	a := p.draw.Pick(h, tried)
+	if len(p.draw.ms) == 1 {
+		return a
+	}
+	b := p.draw.Pick(h, tried)
+	for i := 0; b == a && i < 3; i++ {
+		b = p.draw.Pick(h, tried)
+	}
+	if p.ewma {
+		if b.cost() < a.cost() {
+			return b
+		}
+		return a
+	}
+	if b.inflight.Load() < a.inflight.Load() {
+		return b
+	}
+	return a
+}
+
+// Random draws a member with probability proportional to its weight, using
+// the same precomputed schedule as round robin.
+type Random struct {
+	ms       []member
+	schedule []*Endpoint
+}
+
+var _ Picker = (*Random)(nil)
+
+func newRandom(ms []member) *Random {
+	return &Random{ms: ms, schedule: smoothSchedule(ms, intWeights(ms))}
+}
+
+// Pick draws at random, redrawing a few times to avoid tried members.
+func (r *Random) Pick(_ uint64, tried []*Endpoint) *Endpoint {
+	l := len(r.schedule)
+	e := r.schedule[rand.IntN(l)]
+	for i := 0; i < 8 && len(tried) > 0 && triedHas(tried, e); i++ {
+		e = r.schedule[rand.IntN(l)]
+	}
+	return e
+}

@@ -1,0 +1,137 @@
+// Package metrics defines holdfast's Prometheus collectors (SPEC.md names),
+// built on an injected registry so tests and reloads never share globals.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const ns = "holdfast"
+
+// Metrics holds every collector. Safe for concurrent use.
+type Metrics struct {
+	Requests          *prometheus.CounterVec
+	RequestDuration   *prometheus.HistogramVec
+	BackendUp         *prometheus.GaugeVec
+	BackendState      *prometheus.GaugeVec
+	BackendRequests   *prometheus.CounterVec
+	BackendInflight   *prometheus.GaugeVec
+	BackendConns      *prometheus.GaugeVec
+	BackendTrans      *prometheus.CounterVec
+	HealthChecks      *prometheus.CounterVec
+	Retries           *prometheus.CounterVec
+	DiscoveryLookups  *prometheus.CounterVec
+	DiscoveryStale    *prometheus.GaugeVec
+	DiscoveryBackends *prometheus.GaugeVec
+	DiscoveryLastOK   *prometheus.GaugeVec
+	Reloads           prometheus.Counter
+	ReloadFailures    prometheus.Counter
+	ListenerConns     *prometheus.GaugeVec
+}
+
+// New builds the collectors and registers them on reg (nil: not registered).
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_total",
+			Help: "Requests answered, by listener, pool and status class."}, []string{"listener", "pool", "code"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "request_duration_seconds",
+			Help:    "Time from request read to response written.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}}, []string{"listener", "pool"}),
+		BackendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_up",
+			Help: "1 when the backend is routable, 0 when not."}, []string{"pool", "backend"}),
+		BackendState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_state",
+			Help: "1 for the backend's current state."}, []string{"pool", "backend", "state"}),
+		BackendRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_requests_total",
+			Help: "Upstream attempts, by backend and status class."}, []string{"pool", "backend", "code"}),
+		BackendInflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_inflight",
+			Help: "Requests in flight to the backend."}, []string{"pool", "backend"}),
+		BackendConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_connections",
+			Help: "Open upstream connections to the backend."}, []string{"pool", "backend"}),
+		BackendTrans: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_transitions_total",
+			Help: "Healthy/unhealthy crossings of the backend."}, []string{"pool", "backend"}),
+		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "health_checks_total",
+			Help: "Active health checks, by result."}, []string{"pool", "backend", "result"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "retries_total",
+			Help: "Upstream attempts retried, by reason."}, []string{"pool", "reason"}),
+		DiscoveryLookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "discovery_lookups_total",
+			Help: "DNS lookups, by result."}, []string{"pool", "resolver", "result"}),
+		DiscoveryStale: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "discovery_stale",
+			Help: "1 while the pool serves its last good set after lookup failures."}, []string{"pool"}),
+		DiscoveryBackends: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "discovery_backends",
+			Help: "Backends in the pool's current discovered set."}, []string{"pool"}),
+		DiscoveryLastOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "discovery_last_success_timestamp_seconds",
+			Help: "Unix time of the last successful lookup."}, []string{"pool"}),
+		Reloads: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "config_reloads_total",
+			Help: "Configuration reloads applied."}),
+		ReloadFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "config_reload_failures_total",
+			Help: "Configuration reloads rejected."}),
+		ListenerConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "listener_connections",
+			Help: "Open client connections on the listener."}, []string{"listener"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendRequests,
+			m.BackendInflight, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
+			m.DiscoveryLookups, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
+			m.Reloads, m.ReloadFailures, m.ListenerConns)
+	}
+	return m
+}
+
+// CodeClasses are the values of the code label, indexed by status/100.
+var CodeClasses = [6]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// ClassIndex maps a status code to its index in CodeClasses (1..5).
+func ClassIndex(status int) int {
+	c := status / 100
+	if c < 1 || c > 5 {
+		return 5
+	}
+	return c
+}
+
+// RequestSet holds one listener+pool's request counters, resolved once so the
+// request path never looks up labels.
+type RequestSet struct {
+	ByClass  [6]prometheus.Counter
+	Duration prometheus.Observer
+}
+
+// ForRequests resolves the counters for a listener and pool.
+func (m *Metrics) ForRequests(listener, pool string) *RequestSet {
+	s := &RequestSet{Duration: m.RequestDuration.WithLabelValues(listener, pool)}
+	for i := 1; i < len(CodeClasses); i++ {
+		s.ByClass[i] = m.Requests.WithLabelValues(listener, pool, CodeClasses[i])
+	}
+	return s
+}
+
+// BackendSet holds one backend's hot-path collectors.
+type BackendSet struct {
+	ByClass  [6]prometheus.Counter
+	Inflight prometheus.Gauge
+	Conns    prometheus.Gauge
+}
+
+// ForBackend resolves the counters of a backend.
+func (m *Metrics) ForBackend(pool, backend string) *BackendSet {
+	s := &BackendSet{
+		Inflight: m.BackendInflight.WithLabelValues(pool, backend),
+		Conns:    m.BackendConns.WithLabelValues(pool, backend),
+	}
+	for i := 1; i < len(CodeClasses); i++ {
+		s.ByClass[i] = m.BackendRequests.WithLabelValues(pool, backend, CodeClasses[i])
+	}
+	return s
+}
+
+// ForgetBackend drops every series of a backend that left its pool.
+func (m *Metrics) ForgetBackend(pool, backend string) {
+	l := prometheus.Labels{"pool": pool, "backend": backend}
+	m.BackendUp.DeletePartialMatch(l)
+	m.BackendState.DeletePartialMatch(l)
+	m.BackendRequests.DeletePartialMatch(l)
+	m.BackendInflight.DeletePartialMatch(l)
+	m.BackendConns.DeletePartialMatch(l)
+	m.BackendTrans.DeletePartialMatch(l)
+	m.HealthChecks.DeletePartialMatch(l)
+}

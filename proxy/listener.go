@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Listen binds a TCP listener. With freebind the address may not be on
+// this host yet (IP_FREEBIND): a standby binds a floating IP before it moves.
+func Listen(ctx context.Context, addr string, freebind bool) (net.Listener, error) {
+	lc := net.ListenConfig{}
+	if freebind {
+		lc.Control = func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_FREEBIND, 1)
+				if serr == nil && (network == "tcp6") {
+					serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IPV6, 78 /* IPV6_FREEBIND */, 1)
+					if serr != nil {
+						serr = nil // older kernels: IPv4 freebind still applies to v4-mapped
+					}
+				}
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return lc.Listen(ctx, "tcp", addr)
+}
+
+// LimitListener counts open connections in a gauge and, with a limit,
+// stops accepting while that many are open (the kernel backlog holds the
+// rest, as HAProxy's maxconn does). Safe for concurrent use.
+type LimitListener struct {
+	net.Listener
+	sem   chan struct{}
+	gauge prometheus.Gauge
+	open  atomic.Int64
+	done  chan struct{}
+	once  sync.Once
+}
+
+// NewLimitListener wraps ln; max 0 means unlimited; gauge may be nil.
+func NewLimitListener(ln net.Listener, max int, gauge prometheus.Gauge) *LimitListener {
+	l := &LimitListener{Listener: ln, gauge: gauge, done: make(chan struct{})}
+	if max > 0 {
+		l.sem = make(chan struct{}, max)
+	}
+	return l
+}
+
+// Open is the number of connections open now.
+func (l *LimitListener) Open() int64 { return l.open.Load() }
+
+// Accept waits for a free slot, then accepts.
+func (l *LimitListener) Accept() (net.Conn, error) {
+	if l.sem != nil {
+		select {
+		case l.sem <- struct{}{}:
+		case <-l.done:
+			return nil, net.ErrClosed
+		}
+	}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		if l.sem != nil {
+			<-l.sem
+		}
+		return nil, err
+	}
+	l.open.Add(1)
+	if l.gauge != nil {
+		l.gauge.Inc()
+	}
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+// Close stops accepting.
+func (l *LimitListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return l.Listener.Close()
+}
+
+type countedConn struct {
+	net.Conn
+	l    *LimitListener
+	once atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if c.once.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+		if c.l.gauge != nil {
+			c.l.gauge.Dec()
+		}
+		if c.l.sem != nil {
+			<-c.l.sem
+		}
+	}
+	return c.Conn.Close()
+}
+
+// Unwrap gives the accepted connection (splice, TLS, PROXY protocol).
+func (c *countedConn) Unwrap() net.Conn { return c.Conn }

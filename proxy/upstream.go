@@ -1,0 +1,386 @@
+// Package proxy is holdfast's data path: HTTP listeners proxying requests in
+// place with fasthttp, and TCP listeners copying bytes both ways.
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/holdfast-lb/holdfast/balancer"
+)
+
+// bufferLimit is the largest response body read whole; larger or
+// unknown-length bodies are streamed to the client as they arrive.
+const bufferLimit = 1 << 20
+
+// UpstreamConfig bounds the connections to one backend.
+type UpstreamConfig struct {
+	MaxConns        int
+	MaxIdle         int
+	QueueTimeout    time.Duration
+	ConnectTimeout  time.Duration
+	ResponseTimeout time.Duration
+	IdleTimeout     time.Duration
+	// SendProxy is "", "v1" or "v2": a PROXY header announcing the client
+	// is written on each new connection.
+	SendProxy string
+}
+
+// Upstream is the per-backend HTTP client attached to a balancer.Endpoint.
+// Safe for concurrent use.
+type Upstream struct {
+	ep     *balancer.Endpoint
+	hc     *fasthttp.HostClient
+	cfg    UpstreamConfig
+	active atomic.Int64 // connections checked out by a request
+}
+
+// NewUpstream builds the client for ep.
+func NewUpstream(ep *balancer.Endpoint, cfg UpstreamConfig) *Upstream {
+	u := &Upstream{ep: ep, cfg: cfg}
+	u.hc = &fasthttp.HostClient{
+		Addr:                          ep.Addr,
+		MaxConns:                      cfg.MaxConns,
+		MaxConnWaitTimeout:            cfg.QueueTimeout,
+		MaxIdleConnDuration:           cfg.IdleTimeout,
+		ReadTimeout:                   cfg.ResponseTimeout,
+		WriteTimeout:                  cfg.ResponseTimeout,
+		DisablePathNormalizing:        true,
+		DisableHeaderNamesNormalizing: true,
+		NoDefaultUserAgentHeader:      true,
+		MaxIdemponentCallAttempts:     1, // holdfast retries itself, on another backend
+		RetryIfErr:                    func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		ConnPoolStrategy:              fasthttp.LIFO,
+		ReadBufferSize:                16 << 10,
+		WriteBufferSize:               16 << 10,
+		Transport:                     u,
+		DialTimeout:                   u.dial,
+	}
+	return u
+}
+
+// Close closes the idle connections; the ones in use close as they finish.
+func (u *Upstream) Close() { u.hc.CloseIdleConnections() }
+
+// Conns is the number of open connections to the backend.
+func (u *Upstream) Conns() int { return u.hc.ConnsCount() }
+
+// upConn counts itself on the endpoint while open.
+type upConn struct {
+	net.Conn
+	ep     *balancer.Endpoint
+	used   bool
+	closed atomic.Bool
+}
+
+func (c *upConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.ep.ConnClosed()
+		if s := c.ep.Stats; s != nil {
+			s.Conns.Dec()
+		}
+	}
+	return c.Conn.Close()
+}
+
+func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	if timeout <= 0 || (u.cfg.ConnectTimeout > 0 && u.cfg.ConnectTimeout < timeout) {
+		timeout = u.cfg.ConnectTimeout
+	}
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	u.ep.ConnOpened()
+	if s := u.ep.Stats; s != nil {
+		s.Conns.Inc()
+	}
+	return &upConn{Conn: c, ep: u.ep}, nil
+}
+
+// Attempt failure stages, so the proxy knows whether request bytes may have
+// reached the backend.
+type stage uint8
+
+const (
+	stageConnect stage = iota + 1 // no byte left holdfast: safe to retry any request
+	stageQueue                    // every connection busy past queue_timeout
+	stageWrite                    // sending failed: the backend got no complete request
+	stageRead                     // no complete response header arrived
+	stageTimeout                  // the backend was too slow
+)
+
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "connect: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+type attemptError struct {
+	stage stage
+	err   error
+}
+
+func (e *attemptError) Error() string { return e.err.Error() }
+func (e *attemptError) Unwrap() error { return e.err }
+
+func fail(s stage, err error) error {
+	var ne net.Error
+	if errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
+		if s == stageConnect {
+			return &attemptError{stageConnect, err}
+		}
+		return &attemptError{stageTimeout, err}
+	}
+	return &attemptError{s, err}
+}
+
+// stageOf classifies an error returned by Do.
+func stageOf(err error) stage {
+	var ae *attemptError
+	if errors.As(err, &ae) {
+		return ae.stage
+	}
+	return stageRead
+}
+
+// peerClosed reports whether a pooled connection was closed by the backend
+// while idle: a non-blocking peek sees EOF, an error or unexpected bytes.
+// Used before sending a non-idempotent request on a reused connection, so a
+// dead pooled connection is never mistaken for a request the backend saw.
+func peerClosed(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	closed := false
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EAGAIN:
+		case err != nil || n == 0 || n > 0:
+			closed = true
+		}
+		return true
+	})
+	return closed
+}
+
+// RoundTrip implements fasthttp.RoundTripper: one attempt, no retries, with
+// failures classified by stage.
+func (u *Upstream) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	idempotent := isIdempotent(req)
+	for tries := 0; ; tries++ {
+		c, err := hc.AcquireConn(0, false)
+		if err != nil {
+			if errors.Is(err, fasthttp.ErrNoFreeConns) {
+				return false, &attemptError{stageQueue, err}
+			}
+			return false, fail(stageConnect, err)
+		}
+		uc, _ := c.Conn().(*upConn)
+		if uc != nil && uc.used && !idempotent && tries < 4 && peerClosed(uc) {
+			hc.CloseConn(c)
+			continue
+		}
+		if uc != nil {
+			uc.used = true
+		}
+		return false, u.exchange(hc, c, c.Conn(), req, resp)
+	}
+}
+
+// connOps releases and closes fasthttp's pooled connections, whose type is
+// unexported: it is captured once, by inference, as a type parameter.
+var connOps = newConnOps((*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
+
+type connFuncs struct {
+	release, close func(*fasthttp.HostClient, any)
+}
+
+func newConnOps[C any](rel, cls func(*fasthttp.HostClient, C)) connFuncs {
+	return connFuncs{
+		release: func(hc *fasthttp.HostClient, cc any) { rel(hc, cc.(C)) },
+		close:   func(hc *fasthttp.HostClient, cc any) { cls(hc, cc.(C)) },
+	}
+}
+
+func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, req *fasthttp.Request, resp *fasthttp.Response) error {
+	u.active.Add(1)
+	closeConn := func() {
+		u.active.Add(-1)
+		connOps.close(hc, cc)
+	}
+	if u.cfg.ResponseTimeout > 0 {
+		if err := conn.SetWriteDeadline(time.Now().Add(u.cfg.ResponseTimeout)); err != nil {
+			closeConn()
+			return fail(stageWrite, err)
+		}
+	}
+	bw := hc.AcquireWriter(conn)
+	err := req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		closeConn()
+		return fail(stageWrite, err)
+	}
+	if u.cfg.ResponseTimeout > 0 {
+		if err := conn.SetReadDeadline(time.Now().Add(u.cfg.ResponseTimeout)); err != nil {
+			closeConn()
+			return fail(stageRead, err)
+		}
+	}
+	br := hc.AcquireReader(conn)
+	resp.Header.DisableNormalizing()
+	if err := resp.Header.Read(br); err != nil {
+		hc.ReleaseReader(br)
+		closeConn()
+		return fail(stageRead, err)
+	}
+	for n := 0; resp.StatusCode() >= 100 && resp.StatusCode() < 200 && resp.StatusCode() != fasthttp.StatusSwitchingProtocols; n++ {
+		if n > 4 {
+			hc.ReleaseReader(br)
+			closeConn()
+			return fail(stageRead, errors.New("too many interim responses"))
+		}
+		if err := resp.Header.Read(br); err != nil {
+			hc.ReleaseReader(br)
+			closeConn()
+			return fail(stageRead, err)
+		}
+	}
+	if req.Header.IsHead() || resp.StatusCode() == fasthttp.StatusNoContent || resp.StatusCode() == fasthttp.StatusNotModified {
+		resp.SkipBody = true
+	}
+	cl := resp.Header.ContentLength()
+	if resp.SkipBody || (cl >= 0 && cl <= bufferLimit) {
+		if !resp.SkipBody {
+			if err := resp.ReadBody(br, 0); err != nil {
+				hc.ReleaseReader(br)
+				closeConn()
+				return fail(stageRead, err)
+			}
+		}
+		hc.ReleaseReader(br)
+		u.active.Add(-1)
+		if resp.ConnectionClose() || req.ConnectionClose() || u.idleFull() {
+			connOps.close(hc, cc)
+		} else {
+			connOps.release(hc, cc)
+		}
+		return nil
+	}
+	// Large or unknown length: stream to the client as it arrives.
+	s := streamPool.Get().(*bodyStream)
+	s.u, s.hc, s.cc, s.br = u, hc, cc, br
+	s.reuse = cl >= 0 && !resp.ConnectionClose() && !req.ConnectionClose()
+	switch {
+	case cl >= 0:
+		s.left = int64(cl)
+		s.r = nil
+	case cl == -1:
+		s.left = -1
+		s.r = httputil.NewChunkedReader(br)
+	default:
+		s.left = -1
+		s.r = br
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	resp.SetBodyStream(s, cl)
+	if cl == -1 {
+		resp.Header.SetContentLength(-1)
+	}
+	return nil
+}
+
+func (u *Upstream) idleFull() bool {
+	if u.cfg.MaxIdle <= 0 {
+		return false
+	}
+	return u.ep.Conns()-u.active.Load() >= int64(u.cfg.MaxIdle)
+}
+
+// bodyStream hands a streamed upstream body to the client side and gives
+// the connection back (or closes it) when the body is done.
+type bodyStream struct {
+	u     *Upstream
+	hc    *fasthttp.HostClient
+	cc    any
+	br    *bufio.Reader
+	r     io.Reader // chunked decoder or raw reader; nil: length-limited br
+	left  int64
+	reuse bool
+	err   error
+}
+
+var streamPool = sync.Pool{New: func() any { return new(bodyStream) }}
+
+func (s *bodyStream) Read(p []byte) (int, error) {
+	if s.r == nil {
+		if s.left <= 0 {
+			return 0, io.EOF
+		}
+		if int64(len(p)) > s.left {
+			p = p[:s.left]
+		}
+		n, err := s.br.Read(p)
+		s.left -= int64(n)
+		if err != nil {
+			s.err = err
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return n, err
+		}
+		return n, nil
+	}
+	n, err := s.r.Read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+// Close returns the connection: to the pool if the body was read whole on a
+// keep-alive connection, closed otherwise.
+func (s *bodyStream) Close() error {
+	done := s.r == nil && s.left == 0 && s.err == nil
+	s.hc.ReleaseReader(s.br)
+	s.u.active.Add(-1)
+	if done && s.reuse && !s.u.idleFull() {
+		connOps.release(s.hc, s.cc)
+	} else {
+		connOps.close(s.hc, s.cc)
+	}
+	*s = bodyStream{}
+	streamPool.Put(s)
+	return nil
+}
+
+func isIdempotent(req *fasthttp.Request) bool {
+	h := &req.Header
+	if h.IsGet() || h.IsHead() || h.IsOptions() || h.IsPut() || h.IsDelete() || h.IsTrace() {
+		return true
+	}
+	// A client may vouch for a request (Envoy's x-envoy-retry-on idea, simpler).
+	return len(h.Peek("Idempotency-Key")) > 0 || string(h.Peek("X-Holdfast-Idempotent")) == "1"
+}
