@@ -26,9 +26,14 @@ type Observer interface {
 // NopObserver is an Observer that does nothing.
 type NopObserver struct{}
 
-func (NopObserver) Lookup(string)          {}
+// Lookup does nothing.
+func (NopObserver) Lookup(string) {}
+
+// Applied does nothing.
 func (NopObserver) Applied(int, time.Time) {}
-func (NopObserver) Stale(bool)             {}
+
+// Stale does nothing.
+func (NopObserver) Stale(bool) {}
 
 var _ Observer = NopObserver{}
 
@@ -233,9 +238,12 @@ func (s *runState) step(ctx context.Context, update func([]Backend)) time.Durati
 		pub := slices.Clone(s.lg.Set())
 		update(pub)
 		d.obs.Applied(len(pub), now)
-		if before == 0 {
+		switch {
+		case before == 0:
 			log.Info("DNS backend set ready", "backends", len(pub))
-		} else {
+		case s.stat == "held":
+			log.Warn("DNS answer confirmed; applying the smaller set", "backends", len(pub), "before", before, "confirm", d.cfg.Confirm)
+		default:
 			log.Info("DNS backend set changed", "backends", len(pub), "before", before)
 		}
 		s.noneYet = false

@@ -182,7 +182,7 @@ func (r *Resolver) Query(ctx context.Context, name string, qtype uint16) (*dns.M
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			r.note(server, result, err)
+			r.note(server, name, result, err)
 			if result == ResultOK || result == ResultNXDomain || result == ResultEmpty {
 				return reply, nil
 			}
@@ -307,7 +307,7 @@ func records(reply *dns.Msg, name string, qtype uint16) []dns.RR {
 }
 
 // note logs a server's change of state, once per change.
-func (r *Resolver) note(server, result string, err error) {
+func (r *Resolver) note(server, name, result string, err error) {
 	if r.Observer != nil {
 		r.Observer.ServerResult(server, result)
 	}
@@ -340,7 +340,7 @@ func (r *Resolver) note(server, result string, err error) {
 	}
 	switch {
 	case logFail:
-		r.Log.Warn("DNS server failing; asking the next one", "resolver", r.Name, "server", server, "result", result, "err", err)
+		r.Log.Warn("DNS server failing; asking the next one", "resolver", r.Name, "server", server, "name", name, "result", result, "err", err)
 	case logRecover:
 		r.Log.Info("DNS server answering again", "resolver", r.Name, "server", server)
 	}
