@@ -17,7 +17,7 @@ type adminServer struct {
 }
 
 func (a *App) startAdmin(addr string) (*adminServer, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := a.listenAdmin(addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)
 	}

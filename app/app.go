@@ -54,9 +54,10 @@ type App struct {
 	listeners map[string]*listenerRT
 	admin     *adminServer
 
-	started  atomic.Bool
-	draining atomic.Bool
-	wg       sync.WaitGroup
+	started    atomic.Bool
+	draining   atomic.Bool
+	handedOver atomic.Bool // a successor owns the sockets: no drain_delay
+	wg         sync.WaitGroup
 }
 
 type poolRT struct {
@@ -459,6 +460,9 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.mu.Lock()
 	delay := a.cfg.DrainDelay.D()
 	a.mu.Unlock()
+	if a.handedOver.Load() {
+		delay = 0
+	}
 	a.log.Info("draining", "drain_delay", delay.String())
 	if delay > 0 {
 		t := time.NewTimer(delay)

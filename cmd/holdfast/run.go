@@ -20,6 +20,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, log *slog.Logg
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "holdfast.yaml", "config file")
+	handoffPath := fs.String("handoff", "", "unix socket on which a running holdfast hands its listening sockets to a new one (upgrade without refusing connections)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -28,41 +29,84 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, log *slog.Logg
 		printConfigErrors(stderr, *path, err)
 		return 1
 	}
-	a := app.New(cfg, app.Options{Log: log, ConfigPath: *path})
-	return serve(ctx, a, log)
+	opts := app.Options{Log: log, ConfigPath: *path}
+	var ho *handoff
+	if *handoffPath != "" {
+		// Only once the config is known good: a bad one never disturbs
+		// the running process.
+		if ho, err = inheritSockets(*handoffPath, log); err != nil {
+			log.Error("handoff failed", "err", err)
+			return 1
+		}
+		opts.Inherited = ho.inherited
+	}
+	a := app.New(cfg, opts)
+	return serveHandoff(ctx, a, log, ho)
 }
 
 // serve runs a until SIGTERM/SIGINT, reloading on SIGHUP.
 func serve(ctx context.Context, a *app.App, log *slog.Logger) int {
+	return serveHandoff(ctx, a, log, nil)
+}
+
+// serveHandoff is serve with an optional socket handoff: a takeover by a
+// successor drains this process as SIGTERM would, less drain_delay.
+func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	if err := a.Start(ctx); err != nil {
 		log.Error("start failed", "err", err)
+		if ho != nil {
+			ho.abort() // the previous process keeps serving
+		}
 		return 1
 	}
+	var takeover <-chan struct{}
+	if ho != nil {
+		ch, err := ho.complete(a)
+		if err != nil {
+			log.Error("handoff: serving, but a later process cannot take over from this one", "err", err)
+		}
+		takeover = ch
+	}
 	log.Info("holdfast started", "version", version, "admin", a.AdminAddr().String())
-	for s := range sigs {
-		switch s {
-		case syscall.SIGHUP:
-			_, _ = a.Reload()
-		default:
-			log.Info("signal received, draining", "signal", s.String())
-			done := make(chan struct{})
-			go func() { a.Shutdown(context.Background()); close(done) }()
-			select {
-			case <-done:
-			case s2 := <-sigs:
-				if s2 == syscall.SIGINT || s2 == syscall.SIGTERM {
-					log.Warn("second signal: exiting without waiting")
-					return 1
-				}
-				<-done
-			}
+	var drained chan struct{} // closed when a drain has finished
+	handedOver := false
+	for {
+		select {
+		case <-drained:
 			return 0
+		case <-takeover:
+			takeover = nil
+			if drained != nil {
+				continue
+			}
+			log.Info("handoff: a new process took over the listening sockets; draining")
+			handedOver = true
+			drained = make(chan struct{})
+			go func() { a.HandOver(context.Background()); close(drained) }()
+		case s := <-sigs:
+			switch {
+			case s == syscall.SIGHUP:
+				if drained == nil {
+					_, _ = a.Reload()
+				}
+			case drained == nil:
+				log.Info("signal received, draining", "signal", s.String())
+				ho.stop()
+				drained = make(chan struct{})
+				go func() { a.Shutdown(context.Background()); close(drained) }()
+			case handedOver:
+				// The usual upgrade step "SIGTERM the old process" may
+				// arrive after the takeover began the same drain.
+				log.Info("signal received; already draining after a handoff", "signal", s.String())
+			default:
+				log.Warn("second signal: exiting without waiting")
+				return 1
+			}
 		}
 	}
-	return 0
 }
 
 func printConfigErrors(w io.Writer, path string, err error) {

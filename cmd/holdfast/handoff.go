@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/holdfast-lb/holdfast/app"
+)
+
+// Socket handoff: how a new holdfast process takes over the listening
+// sockets of a running one without refusing a connection.
+//
+// The running process listens on a unix socket (run --handoff PATH). A new
+// process started with the same flag connects to it and receives every
+// listening socket (traffic listeners and admin) as file descriptors over
+// SCM_RIGHTS, each labelled with its configured address. It serves on the
+// sockets whose address its own config names, closes the others, moves
+// PATH over to itself and answers "ok". From then on both processes accept
+// from the same kernel sockets; the old one closes its copies and drains
+// (App.HandOver), and nothing queued in the kernel is lost, because the
+// socket itself never closes. Had the new process failed to start, it
+// closes the connection instead and the old one keeps serving as before.
+//
+// Wire format, old to new: a 4-byte big-endian length, then a JSON
+// handoffHello of that length; the descriptors ride on the first byte,
+// in the order of Sockets. New to old: the line "ok\n".
+
+// handoffTimeout bounds each step of the exchange on both sides; a new
+// process has this long between receiving the sockets and answering.
+const handoffTimeout = 2 * time.Minute
+
+// maxHandoffFDs is the kernel's per-message limit (SCM_MAX_FD).
+const maxHandoffFDs = 253
+
+type handoffHello struct {
+	PID     int             `json:"pid"`
+	Version string          `json:"version"`
+	Sockets []handoffSocket `json:"sockets"`
+}
+
+type handoffSocket struct {
+	// Key is the app.Options.Inherited key: the configured listen address,
+	// or app.AdminKey(address) for the admin socket.
+	Key string `json:"key"`
+	// Bound is the address actually bound, for logs.
+	Bound string `json:"bound"`
+}
+
+// handoff is one process's end of the protocol: what it inherited from its
+// predecessor, and the unix socket it serves its successor on.
+type handoff struct {
+	path string
+	log  *slog.Logger
+
+	prev      *net.UnixConn // predecessor, until complete or abort
+	prevPID   int
+	inherited map[string]net.Listener
+
+	// adminKey is the admin socket's key: its address in the config the
+	// process started with (admin.listen changes apply on restart only).
+	adminKey string
+
+	mu      sync.Mutex
+	ln      *net.UnixListener
+	stopped bool
+}
+
+// inheritSockets connects to the process serving path, if any, and
+// receives its listening sockets. No process there (no socket file, or a
+// stale one) is not an error: the caller binds afresh.
+func inheritSockets(path string, log *slog.Logger) (*handoff, error) {
+	h := &handoff{path: path, log: log, inherited: map[string]net.Listener{}}
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			log.Info("handoff: no running holdfast to take over from; binding afresh", "path", path)
+			return h, nil
+		}
+		return nil, fmt.Errorf("handoff %s: %w", path, err)
+	}
+	uc := c.(*net.UnixConn)
+	hello, files, err := readHello(uc)
+	if err != nil {
+		_ = uc.Close()
+		return nil, fmt.Errorf("handoff %s: %w", path, err)
+	}
+	for i, s := range hello.Sockets {
+		ln, err := net.FileListener(files[i])
+		_ = files[i].Close() // FileListener holds its own duplicate
+		if err != nil {
+			for _, l := range h.inherited {
+				_ = l.Close()
+			}
+			for _, f := range files[i+1:] {
+				_ = f.Close()
+			}
+			_ = uc.Close()
+			return nil, fmt.Errorf("handoff %s: socket %s: %w", path, s.Key, err)
+		}
+		h.inherited[s.Key] = ln
+	}
+	h.prev, h.prevPID = uc, hello.PID
+	log.Info("handoff: inherited listening sockets", "from_pid", hello.PID, "from_version", hello.Version, "sockets", len(hello.Sockets))
+	return h, nil
+}
+
+func readHello(uc *net.UnixConn) (*handoffHello, []*os.File, error) {
+	_ = uc.SetDeadline(time.Now().Add(handoffTimeout))
+	defer func() { _ = uc.SetDeadline(time.Time{}) }()
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4*maxHandoffFDs))
+	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return nil, nil, err
+	}
+	var files []*os.File
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, m := range msgs {
+			fds, err := unix.ParseUnixRights(&m)
+			if err != nil {
+				continue
+			}
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), "handoff"))
+			}
+		}
+	}
+	closeAll := func() {
+		for _, f := range files {
+			_ = f.Close()
+		}
+	}
+	if n < 4 {
+		closeAll()
+		return nil, nil, errors.New("short hello")
+	}
+	size := int(binary.BigEndian.Uint32(buf[:4]))
+	if size > len(buf)-4 {
+		closeAll()
+		return nil, nil, fmt.Errorf("hello of %d bytes is too large", size)
+	}
+	if n-4 < size {
+		if _, err := io.ReadFull(uc, buf[n:4+size]); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+	}
+	var hello handoffHello
+	if err := json.Unmarshal(buf[4:4+size], &hello); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	if len(files) != len(hello.Sockets) {
+		closeAll()
+		return nil, nil, fmt.Errorf("hello names %d sockets but carries %d descriptors", len(hello.Sockets), len(files))
+	}
+	return &hello, files, nil
+}
+
+// abort gives up a takeover (the new process could not start): the
+// predecessor sees the connection close and keeps serving.
+func (h *handoff) abort() {
+	if h.prev != nil {
+		_ = h.prev.Close()
+		h.prev = nil
+	}
+	for k, ln := range h.inherited {
+		_ = ln.Close()
+		delete(h.inherited, k)
+	}
+}
+
+// complete runs once a is serving: it closes inherited sockets the config
+// did not claim, takes over path for the next successor, and tells the
+// predecessor to drain. The returned channel is closed when a successor has
+// taken over from this process.
+func (h *handoff) complete(a *app.App) (<-chan struct{}, error) {
+	if n := a.CloseUnusedInherited(); n > 0 {
+		h.log.Info("handoff: closed inherited sockets the config no longer names", "count", n)
+	}
+	h.inherited = nil
+	h.adminKey = app.AdminKey(a.Config().Admin.Listen)
+	takeover := make(chan struct{})
+	ln, err := listenReplacing(h.path)
+	if err == nil {
+		h.mu.Lock()
+		h.ln = ln
+		h.mu.Unlock()
+		go h.serveSuccessors(a, ln, takeover)
+	}
+	if h.prev != nil {
+		_ = h.prev.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, werr := h.prev.Write([]byte("ok\n")); werr != nil {
+			h.log.Error("handoff: could not tell the previous process to drain; stop it with SIGTERM", "pid", h.prevPID, "err", werr)
+		} else {
+			h.log.Info("handoff: serving; previous process drains", "pid", h.prevPID)
+		}
+		_ = h.prev.Close()
+		h.prev = nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("handoff: listen %s: %w", h.path, err)
+	}
+	return takeover, nil
+}
+
+// listenReplacing binds a unix socket beside path and renames it over path,
+// so a successor connecting at any moment reaches either the old process or
+// this one, never nothing.
+func listenReplacing(path string) (*net.UnixListener, error) {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+"."+strconv.Itoa(os.Getpid()))
+	_ = os.Remove(tmp)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	// Close must not unlink path: by then it may be a successor's.
+	ln.SetUnlinkOnClose(false)
+	return ln, nil
+}
+
+// stop stops serving successors (this process drains for another reason).
+func (h *handoff) stop() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	if h.ln != nil {
+		_ = h.ln.Close()
+	}
+}
+
+// serveSuccessors hands the sockets to each process that asks, one at a
+// time, until one answers "ok"; then it closes takeover.
+func (h *handoff) serveSuccessors(a *app.App, ln *net.UnixListener, takeover chan<- struct{}) {
+	defer ln.Close()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			h.mu.Lock()
+			stopped := h.stopped
+			h.mu.Unlock()
+			if !stopped {
+				h.log.Error("handoff: accept failed; no more takeovers", "err", err)
+			}
+			return
+		}
+		ok, err := h.handTo(a, c)
+		_ = c.Close()
+		if err != nil {
+			h.log.Warn("handoff: successor did not take over; still serving", "err", err)
+			continue
+		}
+		if ok {
+			close(takeover)
+			return
+		}
+	}
+}
+
+// handTo sends the sockets to one successor and waits for its answer.
+func (h *handoff) handTo(a *app.App, c *net.UnixConn) (bool, error) {
+	hello := handoffHello{PID: os.Getpid(), Version: version}
+	var lns []net.Listener
+	for addr, ln := range a.Listeners() {
+		hello.Sockets = append(hello.Sockets, handoffSocket{Key: addr, Bound: ln.Addr().String()})
+		lns = append(lns, ln)
+	}
+	if adm := a.AdminListener(); adm != nil {
+		hello.Sockets = append(hello.Sockets, handoffSocket{Key: h.adminKey, Bound: adm.Addr().String()})
+		lns = append(lns, adm)
+	}
+	if len(lns) > maxHandoffFDs {
+		return false, fmt.Errorf("%d sockets: more than one message can carry", len(lns))
+	}
+	// Duplicates, taken while each socket is certainly open, so a listener
+	// a reload closes meanwhile cannot turn into someone else's descriptor.
+	// (os.File.Fd would also work but switches the shared socket to
+	// blocking mode, under this process's own poller.)
+	fds := make([]int, 0, len(lns))
+	defer func() {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+	}()
+	for i, ln := range lns {
+		sc, ok := ln.(syscall.Conn)
+		if !ok {
+			return false, fmt.Errorf("socket %s cannot be handed over", hello.Sockets[i].Key)
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false, err
+		}
+		var derr error
+		if err := rc.Control(func(fd uintptr) {
+			var nfd int
+			nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+			if derr == nil {
+				fds = append(fds, nfd)
+			}
+		}); err != nil {
+			return false, err
+		}
+		if derr != nil {
+			return false, derr
+		}
+	}
+	body, err := json.Marshal(hello)
+	if err != nil {
+		return false, err
+	}
+	msg := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	msg = append(msg, body...)
+	_ = c.SetDeadline(time.Now().Add(handoffTimeout))
+	if _, _, err := c.WriteMsgUnix(msg, unix.UnixRights(fds...), nil); err != nil {
+		return false, err
+	}
+	h.log.Info("handoff: sockets sent to a new process; waiting for it to serve", "sockets", len(fds))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return false, errors.New("the new process closed the connection before serving")
+		}
+		return false, err
+	}
+	if line != "ok\n" {
+		return false, fmt.Errorf("unexpected answer %q", line)
+	}
+	return true, nil
+}
