@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"html/template"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,6 +56,10 @@ func Handler(rt Runtime, g prometheus.Gatherer) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = page.Execute(w, statusDoc{Time: time.Now().UTC(), Ready: rt.Ready(), Draining: rt.Draining(), Pools: rt.Status()})
 	})
+	// Profiling for operators; the admin listener is loopback by default.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
 		sum, err := rt.Reload()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

@@ -77,9 +77,27 @@ func (u *Upstream) Conns() int { return u.hc.ConnsCount() }
 // upConn counts itself on the endpoint while open.
 type upConn struct {
 	net.Conn
-	ep     *balancer.Endpoint
-	used   bool
-	closed atomic.Bool
+	ep       *balancer.Endpoint
+	used     bool
+	closed   atomic.Bool
+	deadline time.Time // current read/write deadline; zero when none
+}
+
+// extendDeadline makes sure the connection's deadline is at least about d
+// away, resetting it only when less than d−d/16 is left: a timer update per
+// request costs more than the response timeout's 1/16 of slack is worth.
+// The connection is used by one request at a time, so no lock is needed.
+func (c *upConn) extendDeadline(now time.Time, d time.Duration) error {
+	if !c.deadline.IsZero() && c.deadline.Sub(now) > d-d/16 {
+		return nil
+	}
+	c.deadline = now.Add(d)
+	return c.Conn.SetDeadline(c.deadline)
+}
+
+func (c *upConn) clearDeadline() {
+	c.deadline = time.Time{}
+	_ = c.Conn.SetDeadline(time.Time{})
 }
 
 func (c *upConn) Close() error {
@@ -202,7 +220,7 @@ func (u *Upstream) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 		if uc != nil {
 			uc.used = true
 		}
-		return false, u.exchange(hc, c, c.Conn(), req, resp)
+		return false, u.exchange(hc, c, c.Conn(), uc, req, resp)
 	}
 }
 
@@ -221,14 +239,20 @@ func newConnOps[C any](rel, cls func(*fasthttp.HostClient, C)) connFuncs {
 	}
 }
 
-func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, req *fasthttp.Request, resp *fasthttp.Response) error {
+func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response) error {
 	u.active.Add(1)
 	closeConn := func() {
 		u.active.Add(-1)
 		connOps.close(hc, cc)
 	}
-	if u.cfg.ResponseTimeout > 0 {
-		if err := conn.SetWriteDeadline(time.Now().Add(u.cfg.ResponseTimeout)); err != nil {
+	if t := u.cfg.ResponseTimeout; t > 0 {
+		var err error
+		if uc != nil {
+			err = uc.extendDeadline(time.Now(), t)
+		} else {
+			err = conn.SetDeadline(time.Now().Add(t))
+		}
+		if err != nil {
 			closeConn()
 			return fail(stageWrite, err)
 		}
@@ -242,12 +266,6 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, req 
 	if err != nil {
 		closeConn()
 		return fail(stageWrite, err)
-	}
-	if u.cfg.ResponseTimeout > 0 {
-		if err := conn.SetReadDeadline(time.Now().Add(u.cfg.ResponseTimeout)); err != nil {
-			closeConn()
-			return fail(stageRead, err)
-		}
 	}
 	br := hc.AcquireReader(conn)
 	resp.Header.DisableNormalizing()
@@ -304,7 +322,12 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, req 
 		s.left = -1
 		s.r = br
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	// The body may take long; the client side's write timeout bounds it.
+	if uc != nil {
+		uc.clearDeadline()
+	} else {
+		_ = conn.SetDeadline(time.Time{})
+	}
 	resp.SetBodyStream(s, cl)
 	if cl == -1 {
 		resp.Header.SetContentLength(-1)
