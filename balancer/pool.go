@@ -264,7 +264,7 @@ func (p *Pool) restartProbe(e *entry, o *Options) {
 	}()
 }
 
-func (p *Pool) newEntry(b discovery.Backend, o *Options, now time.Time) *entry {
+func (p *Pool) newEntry(b discovery.Backend, o *Options, now time.Time, serving bool) *entry {
 	ep := &Endpoint{Addr: b.Address, Pool: p.name}
 	ep.ejectThreshold.Store(int32(o.Policy.ConsecutiveFailures))
 	ep.signal = func(e *Endpoint) {
@@ -282,7 +282,7 @@ func (p *Pool) newEntry(b discovery.Backend, o *Options, now time.Time) *entry {
 	e := &entry{ep: ep, backend: b, tr: health.NewTracker(o.Policy, now), state: health.Healthy}
 	// A new backend is routable at once but ramps over slow_start only when
 	// it joins an already serving pool.
-	if len(p.entries) > 0 {
+	if serving {
 		e.upSince = now
 	}
 	p.restartProbe(e, o)
@@ -295,6 +295,7 @@ func (p *Pool) applySet(bs []discovery.Backend) bool {
 	o := p.opts.Load()
 	now := p.now()
 	seen := make(map[string]bool, len(bs))
+	serving := len(p.entries) > 0
 	for _, b := range bs {
 		if b.Weight < 1 {
 			b.Weight = 1
@@ -303,7 +304,7 @@ func (p *Pool) applySet(bs []discovery.Backend) bool {
 		e, ok := p.entries[b.Address]
 		switch {
 		case !ok:
-			p.entries[b.Address] = p.newEntry(b, o, now)
+			p.entries[b.Address] = p.newEntry(b, o, now, serving)
 			p.log.Info("backend added", "backend", b.Address, "weight", b.Weight, "priority", b.Priority)
 		case e.draining:
 			e.draining = false
@@ -509,24 +510,18 @@ func (p *Pool) noteState(e *entry) {
 		}
 		e.transitions = tr
 	}
-	first := p.m != nil && e.upSince.IsZero() && st == health.Healthy && e.state == health.Healthy
-	if st == e.state && !first {
-		if p.m != nil {
-			p.setStateGauges(e, st)
-		}
+	if p.m != nil {
+		p.setStateGauges(e, st)
+	}
+	if st == e.state {
 		return
 	}
 	prev := e.state
 	e.state = st
-	if st == health.Healthy && prev != health.Healthy {
-		e.upSince = p.now()
+	if st == health.Healthy {
+		e.upSince = p.now() // slow start after a return to service
 	}
-	if p.m != nil {
-		p.setStateGauges(e, st)
-	}
-	if prev != st {
-		p.log.Info("backend state", "backend", e.ep.Addr, "from", prev.String(), "to", st.String(), "reason", e.tr.Reason())
-	}
+	p.log.Info("backend state", "backend", e.ep.Addr, "from", prev.String(), "to", st.String(), "reason", e.tr.Reason())
 }
 
 func (p *Pool) setStateGauges(e *entry, st health.State) {
