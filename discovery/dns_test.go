@@ -29,7 +29,7 @@ func TestIncidentReplay(t *testing.T) {
 	r := newRunner(t, DNSConfig{
 		Type: "srv", Name: svc, Resolver: "default",
 		Servers: []string{primary.Addr, secondary.Addr},
-		Timeout: shortTimeout, Attempts: 2,
+		Timeout: timeoutTimeout, Attempts: 2, // phase 2 injects timeouts
 		MinRefresh: time.Second, MaxRefresh: 30 * time.Second,
 		MaxShrink: 0.5, Confirm: 3,
 	})
@@ -125,7 +125,7 @@ func TestStaleFor(t *testing.T) {
 	s := dnstest.Start(t)
 	srv4(s, svc)
 	r := newRunner(t, DNSConfig{
-		Type: "srv", Name: svc, Servers: []string{s.Addr}, Timeout: shortTimeout, Attempts: 1,
+		Type: "srv", Name: svc, Servers: []string{s.Addr}, Timeout: answerTimeout, Attempts: 1,
 		MinRefresh: time.Second, MaxRefresh: 4 * time.Second, StaleFor: 20 * time.Second,
 		MaxShrink: 0.5, Confirm: 3,
 	})
@@ -157,7 +157,7 @@ func TestShrinkGuard(t *testing.T) {
 	s := dnstest.Start(t)
 	srv4(s, svc)
 	r := newRunner(t, DNSConfig{
-		Type: "srv", Name: svc, Servers: []string{s.Addr}, Timeout: shortTimeout,
+		Type: "srv", Name: svc, Servers: []string{s.Addr}, Timeout: answerTimeout,
 		MinRefresh: time.Second, MaxRefresh: 30 * time.Second, MaxShrink: 0.5, Confirm: 3,
 	})
 	r.lookup()
@@ -202,7 +202,7 @@ func TestShrinkGuard(t *testing.T) {
 // good answer publish nothing.
 func TestNothingBeforeFirstSuccess(t *testing.T) {
 	s := dnstest.Start(t)
-	r := newRunner(t, DNSConfig{Type: "srv", Name: svc, Servers: []string{s.Addr}, Timeout: shortTimeout, Attempts: 1, Confirm: 1})
+	r := newRunner(t, DNSConfig{Type: "srv", Name: svc, Servers: []string{s.Addr}, Timeout: answerTimeout, Attempts: 1, Confirm: 1})
 	r.lookup() // NXDOMAIN: no records
 	s.SetFaults(dnstest.Servfail)
 	r.lookup()
@@ -326,7 +326,7 @@ func TestA(t *testing.T) {
 			s := dnstest.Start(t)
 			s.Add(tc.records...)
 			s.SetFaults(tc.faults...)
-			d := NewDNS(DNSConfig{Type: "a", Name: "api.test", Port: 443, Servers: []string{s.Addr}, Timeout: shortTimeout, Attempts: 1}, nil, nil)
+			d := NewDNS(DNSConfig{Type: "a", Name: "api.test", Port: 443, Servers: []string{s.Addr}, Timeout: answerTimeout, Attempts: 1}, nil, nil)
 			got, _, err := d.Lookup(context.Background())
 			if r := ResultOf(err); r != tc.result {
 				t.Fatalf("result %q (%v), want %q", r, err, tc.result)

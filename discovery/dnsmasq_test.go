@@ -178,7 +178,7 @@ func TestDnsmasq(t *testing.T) {
 	m := startDnsmasq(t, srvConf("r1", "r2", "r3"), "")
 	r := newRunner(t, DNSConfig{
 		Type: "srv", Name: "_http._tcp.api.test", Servers: []string{m.addr},
-		Timeout: 200 * time.Millisecond, Attempts: 1,
+		Timeout: answerTimeout, Attempts: 1,
 		MinRefresh: time.Second, MaxRefresh: 5 * time.Second, MaxShrink: 0.5, Confirm: 3,
 	})
 	want := func(phase string, addrsWant ...string) {
@@ -236,7 +236,7 @@ func TestDnsmasq(t *testing.T) {
 // of an --addn-hosts file.
 func TestDnsmasqHostsReload(t *testing.T) {
 	m := startDnsmasq(t, "local=/test/\n", "10.1.0.1 web.test\n10.1.0.2 web.test\n")
-	d := NewDNS(DNSConfig{Type: "a", Name: "web.test", Port: 80, Servers: []string{m.addr}, Timeout: 200 * time.Millisecond, Attempts: 1}, nil, nil)
+	d := NewDNS(DNSConfig{Type: "a", Name: "web.test", Port: 80, Servers: []string{m.addr}, Timeout: answerTimeout, Attempts: 1}, nil, nil)
 	// poll looks up until the set is want or the deadline passes: dnsmasq
 	// reloads asynchronously after SIGHUP.
 	poll := func(want ...string) {

@@ -13,7 +13,34 @@ import (
 	"github.com/holdfast-lb/holdfast/discovery/dnstest"
 )
 
-const shortTimeout = 150 * time.Millisecond
+// Timeouts for tests on a loaded CI machine: answerTimeout where a server
+// is expected to answer (it costs nothing when it does), timeoutTimeout
+// where the server is made not to answer and the timeout is the point (it
+// still has to be long enough for the other server to answer in time).
+const (
+	answerTimeout  = 5 * time.Second
+	timeoutTimeout = time.Second
+)
+
+// timeoutFor picks the query timeout for a test whose faults are fs.
+func timeoutFor(fs ...dnstest.Fault) time.Duration {
+	for _, f := range fs {
+		if f == dnstest.Timeout {
+			return timeoutTimeout
+		}
+	}
+	return answerTimeout
+}
+
+// waitQueries polls s until it has counted want queries or the deadline
+// passes: a server that timed out may count a query after the client gave up.
+func waitQueries(s *dnstest.Server, want int) int {
+	deadline := time.Now().Add(waitLimit)
+	for s.Queries() < want && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling with a deadline
+	}
+	return s.Queries()
+}
 
 // TestResolverFailover: every failure kind on the first server makes the
 // resolver ask the second, which answers.
@@ -38,7 +65,7 @@ func TestResolverFailover(t *testing.T) {
 			bad.SetFaults(tc.fault)
 			obs := newRecObserver()
 			log, logs := newLogger(t)
-			r := NewResolver("default", []string{bad.Addr, good.Addr}, shortTimeout, 1, log)
+			r := NewResolver("default", []string{bad.Addr, good.Addr}, timeoutFor(tc.fault), 1, log)
 			r.Observer = obs
 			reply, err := r.Query(context.Background(), "api.test", dns.TypeA)
 			if err != nil {
@@ -47,8 +74,8 @@ func TestResolverFailover(t *testing.T) {
 			if got := len(records(reply, "api.test.", dns.TypeA)); got != 1 {
 				t.Fatalf("got %d A records, want 1", got)
 			}
-			if bad.Queries() != 1 || good.Queries() != 1 {
-				t.Errorf("queries: first %d, second %d; want 1 and 1", bad.Queries(), good.Queries())
+			if nb, ng := waitQueries(bad, 1), good.Queries(); nb != 1 || ng != 1 {
+				t.Errorf("queries: first %d, second %d; want 1 and 1", nb, ng)
 			}
 			if n := obs.servers[bad.Addr+" "+tc.wantFirst]; n != 1 {
 				t.Errorf("first server results %v, want one %q", obs.servers, tc.wantFirst)
@@ -82,15 +109,15 @@ func TestResolverAllFail(t *testing.T) {
 				s.Set("api.test.", dns.TypeA, "api.test. 30 IN A 10.1.1.1")
 				s.SetFaults(tc.faults...)
 			}
-			r := NewResolver("default", []string{a.Addr, b.Addr}, shortTimeout, 2, nil)
+			r := NewResolver("default", []string{a.Addr, b.Addr}, timeoutFor(tc.faults...), 2, nil)
 			_, err := r.Query(context.Background(), "api.test.", dns.TypeA)
 			if got := ResultOf(err); got != tc.want {
 				t.Fatalf("result %q (%v), want %q", got, err, tc.want)
 			}
 			// Attempts are rounds over all servers: each asked twice.
 			perServer := 2 * len(tc.faults)
-			if a.Queries() != perServer || b.Queries() != perServer {
-				t.Errorf("queries %d and %d, want %d each", a.Queries(), b.Queries(), perServer)
+			if na, nb := waitQueries(a, perServer), waitQueries(b, perServer); na != perServer || nb != perServer {
+				t.Errorf("queries %d and %d, want %d each", na, nb, perServer)
 			}
 		})
 	}
@@ -113,7 +140,7 @@ func TestResolverFinalAnswers(t *testing.T) {
 			a, b := dnstest.Start(t), dnstest.Start(t)
 			a.Set("api.test.", dns.TypeA, "api.test. 30 IN A 10.1.1.1")
 			a.SetFaults(tc.fault)
-			r := NewResolver("default", []string{a.Addr, b.Addr}, shortTimeout, 2, nil)
+			r := NewResolver("default", []string{a.Addr, b.Addr}, answerTimeout, 2, nil)
 			q := new(dns.Msg)
 			q.SetQuestion("api.test.", dns.TypeA)
 			reply, err := r.Query(context.Background(), "api.test.", dns.TypeA)
@@ -143,7 +170,7 @@ func TestResolverTruncatedToTCP(t *testing.T) {
 			s := dnstest.Start(t)
 			s.SetGlue(glue)
 			s.Add(dnstest.SRVRecords("_http._tcp.big.test.", "big.test", 300, 10, 1, 8080)...)
-			r := NewResolver("default", []string{s.Addr}, time.Second, 1, nil)
+			r := NewResolver("default", []string{s.Addr}, answerTimeout, 1, nil)
 			reply, err := r.Query(context.Background(), "_http._tcp.big.test.", dns.TypeSRV)
 			if err != nil {
 				t.Fatal(err)
@@ -157,7 +184,7 @@ func TestResolverTruncatedToTCP(t *testing.T) {
 			}
 
 			// And the source turns them into 300 backends.
-			d := NewDNS(DNSConfig{Type: "srv", Name: "_http._tcp.big.test.", Servers: []string{s.Addr}}, nil, nil)
+			d := NewDNS(DNSConfig{Type: "srv", Name: "_http._tcp.big.test.", Servers: []string{s.Addr}, Timeout: answerTimeout}, nil, nil)
 			set, _, err := d.Lookup(context.Background())
 			if err != nil {
 				t.Fatal(err)
@@ -177,7 +204,7 @@ func TestResolverEveryNth(t *testing.T) {
 		s.Set("api.test.", dns.TypeA, "api.test. 30 IN A 10.1.1.1")
 	}
 	a.SetFaults(dnstest.EveryNth(3, dnstest.Servfail)...)
-	r := NewResolver("default", []string{a.Addr, b.Addr}, shortTimeout, 1, nil)
+	r := NewResolver("default", []string{a.Addr, b.Addr}, answerTimeout, 1, nil)
 	for i := range 9 {
 		if _, err := r.Query(context.Background(), "api.test.", dns.TypeA); err != nil {
 			t.Fatalf("query %d: %v", i, err)

@@ -8,11 +8,15 @@ import (
 )
 
 func ask(t *testing.T, s *Server, network, name string, qtype uint16) (*dns.Msg, error) {
+	return askTimeout(t, s, network, name, qtype, 5*time.Second)
+}
+
+func askTimeout(t *testing.T, s *Server, network, name string, qtype uint16, timeout time.Duration) (*dns.Msg, error) {
 	t.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)
 	m.SetEdns0(4096, false)
-	c := &dns.Client{Net: network, Timeout: 200 * time.Millisecond}
+	c := &dns.Client{Net: network, Timeout: timeout}
 	r, _, err := c.Exchange(m, s.Addr)
 	return r, err
 }
@@ -40,7 +44,11 @@ func TestFaults(t *testing.T) {
 			s := Start(t)
 			s.Add("a.test. 30 IN A 10.0.0.1")
 			s.SetFaults(tc.fault)
-			r, err := ask(t, s, "udp", "a.test.", dns.TypeA)
+			timeout := 5 * time.Second
+			if tc.fault == Timeout {
+				timeout = 300 * time.Millisecond
+			}
+			r, err := askTimeout(t, s, "udp", "a.test.", dns.TypeA, timeout)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("err %v, wantErr %v", err, tc.wantErr)
 			}
