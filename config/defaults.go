@@ -60,11 +60,9 @@ func applyDefaults(c *Config, w *walker) {
 		p := fmt.Sprintf("pools[%d]", i)
 		setStr(w, p+".balance", &pl.Balance, "round_robin")
 		setStr(w, p+".hash_key", &pl.HashKey, "client_ip")
-		for j := range pl.Backends {
-			if pl.Backends[j].Weight == 0 && !w.has(fmt.Sprintf("%s.backends[%d].weight", p, j)) {
-				pl.Backends[j].Weight = 1
-			}
-		}
+		// Backend weights default to 1 in BackendSpec.UnmarshalYAML: the
+		// walker does not descend into backends, so it cannot tell an
+		// explicit weight: 0 from an absent one.
 		if d := pl.Discovery; d != nil {
 			dp := p + ".discovery"
 			setStr(w, dp+".resolver", &d.Resolver, "default")

@@ -117,6 +117,9 @@ type walker struct {
 }
 
 func (w *walker) add(path string, line int, format string, args ...any) {
+	if path == "" {
+		path = "(document)" // the root itself, e.g. a scalar instead of a mapping
+	}
 	w.errs = multierror.Append(w.errs, &FieldError{Path: path, Message: fmt.Sprintf(format, args...), Line: line})
 }
 

@@ -68,11 +68,12 @@ func (b *BackendSpec) UnmarshalYAML(n *yaml.Node) error {
 	b.line = n.Line
 	switch n.Kind {
 	case yaml.ScalarNode:
-		b.Address = n.Value
+		b.Address, b.Weight = n.Value, 1
 		return nil
 	case yaml.MappingNode:
 		type plain BackendSpec
-		var p plain
+		// An absent weight is 1; an explicit one (even 0) is validated as given.
+		p := plain{Weight: 1}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
 			case "address", "weight":
