@@ -21,6 +21,7 @@ var want4 = []string{"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080", "10.0.0.
 // DNS answers empty. The published set of four routers never changes, never
 // shrinks and never empties.
 func TestIncidentReplay(t *testing.T) {
+	t.Parallel()
 	primary, secondary := dnstest.Start(t), dnstest.Start(t)
 	srv4(primary, svc)
 	srv4(secondary, svc)

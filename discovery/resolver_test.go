@@ -45,6 +45,7 @@ func waitQueries(s *dnstest.Server, want int) int {
 // TestResolverFailover: every failure kind on the first server makes the
 // resolver ask the second, which answers.
 func TestResolverFailover(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		fault dnstest.Fault
@@ -58,6 +59,7 @@ func TestResolverFailover(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			bad, good := dnstest.Start(t), dnstest.Start(t)
 			for _, s := range []*dnstest.Server{bad, good} {
 				s.Set("api.test.", dns.TypeA, "api.test. 30 IN A 10.1.1.1")
@@ -90,6 +92,7 @@ func TestResolverFailover(t *testing.T) {
 // TestResolverAllFail: when every server fails, the lookup fails with the
 // last failure's classification.
 func TestResolverAllFail(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		faults []dnstest.Fault
@@ -104,6 +107,7 @@ func TestResolverAllFail(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			a, b := dnstest.Start(t), dnstest.Start(t)
 			for _, s := range []*dnstest.Server{a, b} {
 				s.Set("api.test.", dns.TypeA, "api.test. 30 IN A 10.1.1.1")
@@ -161,6 +165,7 @@ func TestResolverFinalAnswers(t *testing.T) {
 // does not fit the 4096-byte EDNS0 buffer; it comes back truncated over
 // UDP and whole over TCP.
 func TestResolverTruncatedToTCP(t *testing.T) {
+	t.Parallel()
 	for _, glue := range []bool{true, false} {
 		name := "glue"
 		if !glue {
