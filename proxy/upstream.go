@@ -12,8 +12,10 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-lb/holdfast/balancer"
 )
@@ -81,6 +83,54 @@ type upConn struct {
 	used     bool
 	closed   atomic.Bool
 	deadline time.Time // current read/write deadline; zero when none
+	// sent counts the bytes written and acked0 is the kernel's count of
+	// acknowledged bytes at dial, to tell whether the backend received a
+	// request (see unacked).
+	sent, acked0 uint64
+}
+
+func (c *upConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.sent += uint64(n)
+	return n, err
+}
+
+// unacked reports whether bytes written on c were never acknowledged by the
+// backend's TCP: then it never received the whole request and cannot have
+// acted on it, whatever the method. A backend that read the request and
+// then died or closed acknowledged it (its FIN carries the ACK, processed
+// before the EOF is seen); one whose socket was gone when the request
+// arrived answered with a RST, which acknowledges nothing. This is the
+// race the peek before reuse cannot close: the backend dies between the
+// peek and the write.
+func (c *upConn) unacked() bool {
+	acked, ok := bytesAcked(c.Conn)
+	return ok && acked-c.acked0 < c.sent
+}
+
+// bytesAcked reads tcpi_bytes_acked (Linux 4.2+; false where missing).
+func bytesAcked(c net.Conn) (uint64, bool) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return 0, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return 0, false
+	}
+	var info unix.TCPInfo
+	size := uint32(unsafe.Sizeof(info))
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
+			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&size)), 0)
+	}); err != nil || errno != 0 {
+		return 0, false
+	}
+	if uintptr(size) < unsafe.Offsetof(info.Bytes_acked)+unsafe.Sizeof(info.Bytes_acked) {
+		return 0, false
+	}
+	return info.Bytes_acked, true
 }
 
 // extendDeadline makes sure the connection's deadline is at least about d
@@ -125,7 +175,9 @@ func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if s := u.ep.Stats; s != nil {
 		s.Conns.Inc()
 	}
-	return &upConn{Conn: c, ep: u.ep}, nil
+	uc := &upConn{Conn: c, ep: u.ep}
+	uc.acked0, _ = bytesAcked(c)
+	return uc, nil
 }
 
 // Attempt failure stages, so the proxy knows whether request bytes may have
@@ -271,8 +323,12 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, uc *
 	resp.Header.DisableNormalizing()
 	if err := resp.Header.Read(br); err != nil {
 		hc.ReleaseReader(br)
+		st := stageRead
+		if uc != nil && uc.unacked() {
+			st = stageWrite // the backend never received the request
+		}
 		closeConn()
-		return fail(stageRead, err)
+		return fail(st, err)
 	}
 	for n := 0; resp.StatusCode() >= 100 && resp.StatusCode() < 200 && resp.StatusCode() != fasthttp.StatusSwitchingProtocols; n++ {
 		if n > 4 {

@@ -1,0 +1,388 @@
+// Package e2e holds end-to-end tests that need more than one process: a
+// backend that is SIGKILLed for real, and two holdfast processes handing
+// listening sockets over. Everything runs on 127.0.0.1 and every wait is
+// bounded.
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Roles the test binary plays when re-executed.
+const (
+	envRole  = "HOLDFAST_E2E_ROLE"
+	envName  = "HOLDFAST_E2E_NAME"
+	envDelay = "HOLDFAST_E2E_DELAY"
+)
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envRole) == "backend" {
+		runBackend()
+		return
+	}
+	code := m.Run()
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// runBackend is the child process: an HTTP backend on 127.0.0.1:0 that
+// prints its address, then "B id" when a request with X-Req-Id arrives and
+// "E id" when its handler is done. Lines written to the pipe survive a
+// SIGKILL, so the parent learns exactly which requests the backend had
+// begun. It exits when its stdin closes (the parent is gone).
+func runBackend() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	delay, _ := time.ParseDuration(os.Getenv(envDelay))
+	body := os.Getenv(envName) + "\n"
+	var mu sync.Mutex // one line per write, in order
+	line := func(kind byte, id []byte) {
+		b := make([]byte, 0, len(id)+3)
+		b = append(b, kind, ' ')
+		b = append(b, id...)
+		b = append(b, '\n')
+		mu.Lock()
+		_, _ = os.Stdout.Write(b)
+		mu.Unlock()
+	}
+	fmt.Printf("addr %s\n", ln.Addr())
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}()
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		id := ctx.Request.Header.Peek("X-Req-Id")
+		if len(id) > 0 {
+			line('B', id)
+		}
+		if delay > 0 {
+			time.Sleep(delay) // simulated work, so requests are in flight when killed
+		}
+		ctx.SetBodyString(body)
+		if len(id) > 0 {
+			line('E', id)
+		}
+	}}
+	_ = srv.Serve(ln)
+}
+
+// procBackend is a backend child process.
+type procBackend struct {
+	Name  string
+	Addr  string
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	eof   chan struct{} // stdout fully read
+
+	mu    sync.Mutex
+	began map[string]bool
+	ended map[string]bool
+	seen  atomic.Int64
+}
+
+// startProcBackend re-executes the test binary as a backend.
+func startProcBackend(t *testing.T, name string, delay time.Duration) *procBackend {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"=backend", envName+"="+name, envDelay+"="+delay.String())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b := &procBackend{Name: name, cmd: cmd, stdin: stdin, eof: make(chan struct{}),
+		began: map[string]bool{}, ended: map[string]bool{}}
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Process.Kill() // our own child, by PID
+		_ = cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		defer close(b.eof)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			l := sc.Text()
+			switch {
+			case strings.HasPrefix(l, "addr "):
+				addr <- strings.TrimPrefix(l, "addr ")
+			case strings.HasPrefix(l, "B "):
+				b.mu.Lock()
+				b.began[l[2:]] = true
+				b.mu.Unlock()
+				b.seen.Add(1)
+			case strings.HasPrefix(l, "E "):
+				b.mu.Lock()
+				b.ended[l[2:]] = true
+				b.mu.Unlock()
+			}
+		}
+	}()
+	select {
+	case b.Addr = <-addr:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("backend %s did not start", name)
+	}
+	return b
+}
+
+// kill SIGKILLs the backend and waits until everything it wrote is read.
+func (b *procBackend) kill(t *testing.T) {
+	t.Helper()
+	if err := b.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-b.eof:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("backend %s: output not closed after SIGKILL", b.Name)
+	}
+}
+
+// inFlight is the requests the backend had begun and not finished.
+func (b *procBackend) inFlight() map[string]bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]bool{}
+	for id := range b.began {
+		if !b.ended[id] {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+func (b *procBackend) hasBegun(id string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.began[id]
+}
+
+// outcome is one client request's fate.
+type outcome struct {
+	ID      int64
+	Method  string
+	Status  int
+	Err     error
+	Refused bool // the TCP connection to holdfast was refused
+}
+
+func (o outcome) failed() bool { return o.Err != nil || o.Status >= 500 }
+
+// loadStats tallies a load run. Safe for concurrent use.
+type loadStats struct {
+	mu       sync.Mutex
+	sent     map[string]int64
+	ok       atomic.Int64
+	failures []outcome
+	refused  int64
+}
+
+func newLoadStats() *loadStats { return &loadStats{sent: map[string]int64{}} }
+
+func (s *loadStats) add(o outcome) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sent[o.Method]++
+	if o.failed() {
+		s.failures = append(s.failures, o)
+		if o.Refused {
+			s.refused++
+		}
+		return
+	}
+	s.ok.Add(1)
+}
+
+func (s *loadStats) snapshot() (sent map[string]int64, failures []outcome, refused int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sent = map[string]int64{}
+	for k, v := range s.sent {
+		sent[k] = v
+	}
+	return sent, append([]outcome(nil), s.failures...), s.refused
+}
+
+// worker describes one kind of load.
+type worker struct {
+	Method string
+	// Fresh dials a new connection per request (Connection: close), so a
+	// refused connection shows; otherwise the connection is kept alive.
+	Fresh bool
+}
+
+// runLoad runs workers against url until ctx ends or max requests were
+// sent, numbering requests with X-Req-Id. It returns when every worker has
+// stopped. No client retries anything: every failure counts.
+func runLoad(ctx context.Context, url string, workers []worker, max int64, st *loadStats) {
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		client := &fasthttp.Client{
+			MaxConnsPerHost:           4,
+			ReadTimeout:               10 * time.Second,
+			WriteTimeout:              10 * time.Second,
+			MaxIdemponentCallAttempts: 1,
+			RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for ctx.Err() == nil {
+				i := n.Add(1)
+				if i > max {
+					return
+				}
+				req.Reset()
+				req.SetRequestURI(url)
+				req.Header.SetMethod(w.Method)
+				req.Header.Set("X-Req-Id", fmt.Sprint(i))
+				if w.Method == fasthttp.MethodPost {
+					req.SetBodyString("payload")
+				}
+				if w.Fresh {
+					req.SetConnectionClose()
+				}
+				err := client.Do(req, resp)
+				o := outcome{ID: i, Method: w.Method, Err: err}
+				if err == nil {
+					o.Status = resp.StatusCode()
+				} else {
+					o.Refused = errors.Is(err, syscall.ECONNREFUSED)
+				}
+				st.add(o)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// waitFor polls cond every 10ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		<-tick.C
+	}
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+// holdfastBinary builds cmd/holdfast once per test run (with -race when
+// the tests run with it).
+func holdfastBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "holdfast-e2e-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "holdfast")
+		goTool := "go"
+		if _, err := exec.LookPath(goTool); err != nil {
+			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		}
+		args := []string{"build", "-o", buildBin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/holdfast-lb/holdfast/cmd/holdfast")
+		cmd := exec.Command(goTool, args...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildBin
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// logBuffer collects a child's log lines and lets a test wait for one.
+type logBuffer struct {
+	mu    sync.Mutex
+	lines []string
+	t     *testing.T
+	name  string
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		l.lines = append(l.lines, s)
+	}
+	return len(p), nil
+}
+
+func (l *logBuffer) contains(sub string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.lines {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *logBuffer) dump() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.name + ":\n  " + strings.Join(l.lines, "\n  ")
+}
