@@ -70,9 +70,10 @@ type poolRT struct {
 type listenerRT struct {
 	cfg  config.Listener
 	ln   *proxy.LimitListener
-	http *proxy.HTTP
-	tcp  *proxy.TCP
-	done chan struct{}
+	http  *proxy.HTTP
+	tcp   *proxy.TCP
+	certs *proxy.Certs // TLS listeners: swapped on reload
+	done  chan struct{}
 }
 
 // New prepares an App for cfg; Start binds and serves.
@@ -147,10 +148,22 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 	if errs != nil {
 		return errs
 	}
-	// 2. Bind listeners that are new or moved.
+	// 2. Bind listeners that are new or moved; reread the certificates of
+	// TLS listeners that stay (same paths, new content is picked up).
 	var fresh []bound
+	certSets := map[string]*proxy.CertSet{}
 	for _, l := range cfg.Listeners {
 		if old, ok := a.listeners[l.Name]; ok && sameSocket(old.cfg, l) {
+			if old.certs != nil {
+				set, err := proxy.LoadCertSet(l.TLS)
+				if err != nil {
+					for _, b := range fresh {
+						_ = b.ln.Close()
+					}
+					return fmt.Errorf("listener %q: %w", l.Name, err)
+				}
+				certSets[l.Name] = set
+			}
 			continue
 		}
 		ln, err := a.bind(l)
@@ -193,6 +206,9 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			if old.tcp != nil {
 				old.tcp.SetTarget(targets[l.Pool])
 			}
+			if set := certSets[l.Name]; set != nil {
+				old.certs.Set(set)
+			}
 		}
 	}
 	// Listeners that moved or left drain in the background.
@@ -228,18 +244,13 @@ func findListener(cfg *config.Config, name string) config.Listener {
 }
 
 // sameSocket reports whether a listener can keep its socket and server:
-// only routes, pools and access logging change in place.
+// only routes, pools, access logging and certificates change in place.
 func sameSocket(a, b config.Listener) bool {
 	if a.Name != b.Name || a.Listen != b.Listen || a.Protocol != b.Protocol ||
 		a.ProxyProtocol != b.ProxyProtocol || a.Freebind != b.Freebind ||
 		a.MaxConnections != b.MaxConnections || a.MaxHeaderBytes != b.MaxHeaderBytes ||
-		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || len(a.TLS) != len(b.TLS) {
+		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || (len(a.TLS) > 0) != (len(b.TLS) > 0) {
 		return false
-	}
-	for i := range a.TLS {
-		if a.TLS[i] != b.TLS[i] {
-			return false
-		}
 	}
 	return true
 }
@@ -300,7 +311,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
 		}, a.routes(l, targets))
 		rt.http = h
 		if len(l.TLS) > 0 {
-			tl, err := proxy.NewTLSListener(ln, l.TLS)
+			set, err := proxy.LoadCertSet(l.TLS)
 			if err != nil {
 				// Validated before; a certificate replaced on disk since then.
 				log.Error("tls setup failed; listener not serving", "err", err)
@@ -308,7 +319,8 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
 				_ = lim.Close()
 				return rt
 			}
-			ln = tl
+			rt.certs = proxy.NewCerts(set)
+			ln = proxy.NewTLSListener(ln, rt.certs)
 		}
 		go func() {
 			defer close(rt.done)

@@ -221,7 +221,12 @@ var (
 func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	r := h.routes.Load().match(ctx.Request.Header.Host(), ctx.Path())
 	t := r.target
-	status := h.proxy(ctx, t)
+	var status int
+	if isUpgrade(&ctx.Request.Header) {
+		status = h.upgrade(ctx, t)
+	} else {
+		status = h.proxy(ctx, t)
+	}
 	if rs := r.metrics; rs != nil {
 		rs.ByClass[metrics.ClassIndex(status)].Inc()
 		rs.Duration.Observe(time.Since(ctx.Time()).Seconds())

@@ -120,6 +120,14 @@ func (p *TCP) Shutdown(ctx context.Context) {
 
 func (p *TCP) handle(client net.Conn) {
 	defer client.Close()
+	if err := proxyHeaderErr(client); err != nil {
+		p.log.Debug("connection refused", "err", err)
+		return
+	}
+	var early []byte // client bytes read along with its PROXY header
+	if pc, ok := client.(*ppConn); ok {
+		early = pc.takeRest()
+	}
 	t := p.target.Load()
 	cfg := t.cfg.Load()
 	hash := uint64(0)
@@ -135,7 +143,7 @@ func (p *TCP) handle(client net.Conn) {
 	for attempt := 0; ; attempt++ {
 		ep = t.Pool.Picker().Pick(hash, tried[:n])
 		if ep == nil {
-			p.log.Debug("no routable backend", "pool", t.Name)
+			p.log.Debug("no routable backend", "pool", t.Name, "client", client.RemoteAddr().String())
 			return
 		}
 		if n < len(tried) {
@@ -150,13 +158,6 @@ func (p *TCP) handle(client net.Conn) {
 			return
 		}
 		c, err := up.dial(ep.Addr, up.cfg.ConnectTimeout)
-		if err == nil {
-			if up.cfg.SendProxy != "" {
-				if err = writeProxyHeader(c, up.cfg.SendProxy, client.RemoteAddr(), client.LocalAddr()); err != nil {
-					_ = c.Close()
-				}
-			}
-		}
 		if err == nil {
 			backend = c
 			ep.Success()
@@ -173,58 +174,206 @@ func (p *TCP) handle(client net.Conn) {
 	}
 	t.deposit(cfg.Retry.Budget)
 	defer backend.Close()
-	ep.Begin()
-	start := time.Now()
-	defer func() { ep.End(time.Since(start)) }()
-
-	errc := make(chan error, 2)
-	go func() { errc <- p.pipe(backend, client) }()
-	go func() { errc <- p.pipe(client, backend) }()
-	for range 2 {
-		if err := <-errc; err != nil {
-			// An error (not a clean EOF) ends both directions.
-			_ = client.Close()
-			_ = backend.Close()
+	up := ep.Upstream.(*Upstream)
+	if up.cfg.SendProxy != "" {
+		h, err := proxyHeader(up.cfg.SendProxy, client.RemoteAddr(), client.LocalAddr())
+		if err != nil {
+			p.log.Debug("PROXY header", "pool", t.Name, "err", err)
+			return
+		}
+		early = append(h, early...)
+	}
+	if len(early) > 0 {
+		if _, err := backend.Write(early); err != nil {
+			ep.Failure()
+			return
 		}
 	}
+	ep.Begin()
+	if s := ep.Stats; s != nil {
+		s.Inflight.Inc()
+		defer s.Inflight.Dec()
+	}
+	start := time.Now()
+	defer func() { ep.End(time.Since(start)) }()
+	if err := tunnel(client, backend, p.opts.IdleTimeout); err != nil {
+		p.log.Debug("connection ended", "pool", t.Name, "backend", ep.Addr, "err", err)
+	}
+}
+
+// errIdle ends a tunnel in which no byte moved for the idle timeout.
+var errIdle = errors.New("idle timeout")
+
+// tunnel copies bytes between a and b in both directions until both have
+// ended. A clean EOF on one side is passed on as a half-close (the other
+// direction keeps flowing); an error on either side closes both. Between
+// two TCP sockets the kernel's splice path does the copying.
+//
+// With idle > 0, both connections are closed once no byte has moved either
+// way for idle (noticed within idle/2 after). Splice is kept: rather than a
+// deadline refreshed per read, each direction's copy is cut every idle/4
+// by a read deadline to record progress, and a timer checks it.
+func tunnel(a, b net.Conn, idle time.Duration) error {
+	t := &tunnelState{idle: idle}
+	if idle > 0 {
+		now := time.Now().UnixNano()
+		t.last[0].Store(now)
+		t.last[1].Store(now)
+		var fire func()
+		fire = func() {
+			last := max(t.last[0].Load(), t.last[1].Load())
+			if wait := time.Duration(last + int64(idle) - time.Now().UnixNano()); wait > 0 {
+				t.mu.Lock()
+				if !t.done {
+					t.timer.Reset(wait)
+				}
+				t.mu.Unlock()
+				return
+			}
+			t.idled.Store(true)
+			hardClose(a)
+			hardClose(b)
+		}
+		t.mu.Lock()
+		t.timer = time.AfterFunc(idle, fire)
+		t.mu.Unlock()
+		defer func() {
+			t.mu.Lock()
+			t.done = true
+			t.timer.Stop()
+			t.mu.Unlock()
+		}()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- t.copy(0, b, a) }()
+	err := t.copy(1, a, b)
+	if err != nil {
+		hardClose(a)
+		hardClose(b)
+	}
+	if err2 := <-errc; err2 != nil {
+		hardClose(a)
+		hardClose(b)
+		if err == nil {
+			err = err2
+		}
+	}
+	if t.idled.Load() {
+		return errIdle
+	}
+	return err
+}
+
+type tunnelState struct {
+	idle  time.Duration
+	last  [2]atomic.Int64 // unix nanoseconds of each direction's last progress
+	idled atomic.Bool
+
+	mu    sync.Mutex
+	timer *time.Timer
+	done  bool
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// pipe copies src to dst until EOF, then half-closes dst so the peer sees
-// the FIN while the other direction keeps flowing. With an idle timeout,
-// each read must come within it.
-func (p *TCP) pipe(dst, src net.Conn) error {
-	idle := p.opts.IdleTimeout
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	var lastSet time.Time
+// copy moves src to dst until EOF (then half-closes dst) or an error.
+func (t *tunnelState) copy(dir int, dst, src net.Conn) error {
+	w, r := writerOf(dst), readerOf(src)
+	_, splice := w.(*net.TCPConn)
+	if _, ok := r.(*net.TCPConn); !ok {
+		splice = false
+	}
+	var bp *[]byte
+	if !splice {
+		bp = copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+	}
+	move := func() (int64, error) {
+		if splice {
+			return io.Copy(w, r) // (*net.TCPConn).ReadFrom: splice(2)
+		}
+		return io.CopyBuffer(writerOnly{w}, readerOnly{r}, *bp)
+	}
+	if t.idle <= 0 {
+		_, err := move()
+		if err == nil {
+			closeWrite(dst)
+		}
+		return err
+	}
+	beat := t.idle / 4
 	for {
-		if idle > 0 {
-			// Refresh the deadline at most every 1/4 idle, not every read.
-			if now := time.Now(); now.Sub(lastSet) > idle/4 {
-				_ = src.SetReadDeadline(now.Add(idle))
-				_ = dst.SetWriteDeadline(now.Add(idle))
-				lastSet = now
-			}
-		}
-		n, err := src.Read(buf)
+		// A read deadline cuts the copy at least every beat, even while
+		// bytes flow (it is absolute), so progress is seen. A read timeout
+		// loses nothing: splice has written out what it read.
+		_ = src.SetReadDeadline(time.Now().Add(beat))
+		n, err := move()
 		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
-			}
+			t.last[dir].Store(time.Now().UnixNano())
 		}
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				closeWrite(dst)
-				return nil
-			}
+		if err == nil {
+			closeWrite(dst)
+			return nil
+		}
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || t.idled.Load() {
 			return err
 		}
 	}
 }
 
+type writerOnly struct{ io.Writer }
+type readerOnly struct{ io.Reader }
+
+// readerOf is what to read src through: the socket itself when nothing is
+// buffered above it, so splice applies.
+func readerOf(c net.Conn) io.Reader {
+	for {
+		switch x := c.(type) {
+		case *countedConn:
+			c = x.Conn
+		case *upConn:
+			c = x.Conn
+		case *ppConn:
+			if len(x.rest) > 0 {
+				return c
+			}
+			c = x.Conn
+		default:
+			return c
+		}
+	}
+}
+
+// writerOf is the socket under c's wrappers (writes pass straight through).
+func writerOf(c net.Conn) io.Writer {
+	for {
+		switch x := c.(type) {
+		case *countedConn:
+			c = x.Conn
+		case *upConn:
+			c = x.Conn
+		case *ppConn:
+			c = x.Conn
+		case interface{ UnsafeConn() net.Conn }: // fasthttp's hijacked connection
+			c = x.UnsafeConn()
+		default:
+			return c
+		}
+	}
+}
+
+// hardClose closes c, and the connection under a hijacked one (whose own
+// Close is a no-op until its handler returns).
+func hardClose(c net.Conn) {
+	_ = c.Close()
+	if h, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
+		_ = h.UnsafeConn().Close()
+	}
+}
+
+// closeWrite passes a FIN on: shuts down c's write side, or closes c when
+// it cannot half-close.
 func closeWrite(c net.Conn) {
 	for {
 		switch x := c.(type) {
@@ -233,6 +382,10 @@ func closeWrite(c net.Conn) {
 			return
 		case interface{ Unwrap() net.Conn }:
 			c = x.Unwrap()
+		case *upConn:
+			c = x.Conn
+		case interface{ UnsafeConn() net.Conn }:
+			c = x.UnsafeConn()
 		default:
 			_ = c.Close()
 			return

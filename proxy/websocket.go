@@ -1,0 +1,230 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/holdfast-lb/holdfast/balancer"
+	"github.com/holdfast-lb/holdfast/metrics"
+)
+
+// isUpgrade reports whether a request asks to switch protocols (WebSocket,
+// h2c, ...): an Upgrade header and "upgrade" among the Connection tokens.
+// Header names are matched without regard to case, as sent.
+func isUpgrade(h *fasthttp.RequestHeader) bool {
+	up, conn := false, false
+	for k, v := range h.All() {
+		switch len(k) {
+		case 7:
+			if len(v) > 0 && asciiEqualFoldStr(k, "Upgrade") {
+				up = true
+			}
+		case 10:
+			if asciiEqualFoldStr(k, "Connection") && hasToken(v, "upgrade") {
+				conn = true
+			}
+		}
+	}
+	return up && conn
+}
+
+// hasToken reports whether the comma-separated list v holds tok (lower
+// case), ignoring case and spaces.
+func hasToken(v []byte, tok string) bool {
+	for len(v) > 0 {
+		var t []byte
+		if i := bytes.IndexByte(v, ','); i >= 0 {
+			t, v = v[:i], v[i+1:]
+		} else {
+			t, v = v, nil
+		}
+		t = bytes.TrimSpace(t)
+		if len(t) == len(tok) && asciiEqualFoldStr(t, tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// upgrade passes an Upgrade request to a backend on a connection of its
+// own. If the backend answers 101 the client's connection is taken over
+// (fasthttp's Hijack, after the 101 is written) and the two become a byte
+// stream both ways until either side closes or the listener's idle
+// timeout passes with no byte moved. Any other answer is relayed as an
+// ordinary response. A backend that cannot be reached is retried on
+// another before any byte is sent, as for ordinary requests.
+func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target) int {
+	req, resp := &ctx.Request, &ctx.Response
+	if req.Header.ContentLength() != 0 {
+		// An upgrade carrying a body is served as a plain request (the
+		// Upgrade header is dropped as hop-by-hop).
+		return h.proxy(ctx, t)
+	}
+	var upBuf [64]byte
+	upgradeTo := upBuf[:0]
+	for k, v := range req.Header.All() {
+		if len(k) == 7 && asciiEqualFoldStr(k, "Upgrade") {
+			upgradeTo = append(upgradeTo, v...)
+			break
+		}
+	}
+	cfg := t.cfg.Load()
+	t.deposit(cfg.Retry.Budget)
+	prepareRequest(ctx)
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.SetBytesV("Upgrade", upgradeTo)
+	var hash uint64
+	if cfg.HashKind != HashNone {
+		hash = requestHash(ctx, cfg)
+	}
+
+	var tried [4]*balancer.Endpoint
+	n := 0
+	var ep *balancer.Endpoint
+	var backend net.Conn
+	for attempt := 0; ; attempt++ {
+		ep = t.Pool.Picker().Pick(hash, tried[:n])
+		if ep == nil {
+			plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
+			return fasthttp.StatusServiceUnavailable
+		}
+		if n < len(tried) {
+			tried[n] = ep
+			n++
+		}
+		up := ep.Upstream.(*Upstream)
+		if up.cfg.MaxConns > 0 && ep.Conns() >= int64(up.cfg.MaxConns) {
+			if attempt < cfg.Retry.Attempts {
+				continue
+			}
+			plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
+			return fasthttp.StatusServiceUnavailable
+		}
+		c, err := up.dial(ep.Addr, up.cfg.ConnectTimeout)
+		if err == nil {
+			backend = c
+			break
+		}
+		ep.Failure()
+		if s := ep.Stats; s != nil {
+			s.ByClass[5].Inc()
+		}
+		if attempt >= cfg.Retry.Attempts || !cfg.Retry.OnConnectFailure || !t.withdraw() {
+			h.log.Debug("backend connect failed", "pool", t.Name, "backend", ep.Addr, "err", err)
+			plainBytes(ctx, fasthttp.StatusBadGateway, t.msg502)
+			return fasthttp.StatusBadGateway
+		}
+		if t.retryConnect != nil {
+			t.retryConnect.Inc()
+		}
+	}
+	up := ep.Upstream.(*Upstream)
+	ep.Begin()
+	if s := ep.Stats; s != nil {
+		s.Inflight.Inc()
+	}
+	start := time.Now()
+	end := func(status int) {
+		ep.End(time.Since(start))
+		if s := ep.Stats; s != nil {
+			s.Inflight.Dec()
+			s.ByClass[metrics.ClassIndex(status)].Inc()
+		}
+	}
+	status, br, err := h.handshake(ctx, up, backend)
+	if err != nil {
+		_ = backend.Close()
+		ep.Failure()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			plainBytes(ctx, fasthttp.StatusGatewayTimeout, t.msg504)
+			status = fasthttp.StatusGatewayTimeout
+		} else {
+			plainBytes(ctx, fasthttp.StatusBadGateway, t.msg502)
+			status = fasthttp.StatusBadGateway
+		}
+		h.log.Debug("upgrade failed", "pool", t.Name, "backend", ep.Addr, "err", err)
+		end(status)
+		return status
+	}
+	ep.Success()
+	if status != fasthttp.StatusSwitchingProtocols {
+		_ = backend.Close()
+		stripResponseHop(resp)
+		end(status)
+		return status
+	}
+	resp.SkipBody = true
+	idle := h.opts.IdleTimeout
+	log, pool, addr := h.log, t.Name, ep.Addr
+	ctx.Hijack(func(client net.Conn) {
+		defer backend.Close()
+		defer end(status)
+		// Bytes the backend sent right behind its 101 go first.
+		if k := br.Buffered(); k > 0 {
+			b, _ := br.Peek(k)
+			if _, err := client.Write(b); err != nil {
+				return
+			}
+		}
+		if err := tunnel(client, backend, idle); err != nil {
+			log.Debug("upgraded connection ended", "pool", pool, "backend", addr, "err", err)
+		}
+	})
+	return status
+}
+
+// handshake sends the request on backend and reads the response header;
+// a response other than 101 is read whole. It returns the status and the
+// reader holding any bytes that followed the header.
+func (h *HTTP) handshake(ctx *fasthttp.RequestCtx, up *Upstream, backend net.Conn) (int, *bufio.Reader, error) {
+	req, resp := &ctx.Request, &ctx.Response
+	if d := up.cfg.ResponseTimeout; d > 0 {
+		_ = backend.SetDeadline(time.Now().Add(d))
+	}
+	bw := bufio.NewWriterSize(backend, 4096)
+	if up.cfg.SendProxy != "" {
+		hdr, err := proxyHeader(up.cfg.SendProxy, ctx.RemoteAddr(), ctx.LocalAddr())
+		if err != nil {
+			return 0, nil, err
+		}
+		_, _ = bw.Write(hdr)
+	}
+	if err := req.Write(bw); err != nil {
+		return 0, nil, err
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, nil, err
+	}
+	br := bufio.NewReaderSize(backend, 4096)
+	resp.Header.DisableNormalizing()
+	for n := 0; ; n++ {
+		if err := resp.Header.Read(br); err != nil {
+			return 0, nil, err
+		}
+		st := resp.StatusCode()
+		if st >= 200 || st == fasthttp.StatusSwitchingProtocols {
+			break
+		}
+		if n >= 4 {
+			return 0, nil, errors.New("too many interim responses")
+		}
+	}
+	status := resp.StatusCode()
+	if status != fasthttp.StatusSwitchingProtocols {
+		if status != fasthttp.StatusNoContent && status != fasthttp.StatusNotModified {
+			if err := resp.ReadBody(br, 0); err != nil {
+				return 0, nil, err
+			}
+		}
+		resp.Header.ResetConnectionClose()
+		return status, br, nil
+	}
+	_ = backend.SetDeadline(time.Time{})
+	return status, br, nil
+}
