@@ -137,6 +137,10 @@ func NewDNS(cfg DNSConfig, obs Observer, log *slog.Logger) *DNS {
 	return d
 }
 
+// Observer returns the Observer the source reports to (NopObserver when none
+// was given), so whoever runs the source can show what it reports.
+func (d *DNS) Observer() Observer { return d.obs }
+
 // Lookup resolves the configured name once and returns the set (sorted with
 // SortBackends), the TTL the answer may be cached for, and an error. NXDOMAIN
 // and an answer with no usable record are errors with ResultOf
