@@ -61,6 +61,9 @@ type Pool struct {
 	opts atomic.Pointer[Options]
 	// Discovery freshness, written by the source's observer.
 	Discovery DiscoveryState
+	// disc is the DiscoveryState the running source reports to and Status
+	// shows: Discovery, or the one the source was built with (discoveryOf).
+	disc atomic.Pointer[DiscoveryState]
 
 	sets    chan setMsg
 	checks  chan checkMsg
@@ -115,6 +118,7 @@ func NewPool(o *Options, hooks Hooks, m *metrics.Metrics, log *slog.Logger) *Poo
 	p.opts.Store(o)
 	p.Discovery.pool = o.Name
 	p.Discovery.m = m
+	p.disc.Store(p.discoveryOf(o))
 	p.snap.Store(&snapshot{picker: emptyPicker{}})
 	return p
 }
@@ -199,6 +203,27 @@ func (p *Pool) Run(ctx context.Context) {
 	}
 }
 
+// discoveryOf returns the DiscoveryState o.Source reports to, set up to
+// record under this pool's name and metrics, or &p.Discovery when the
+// source reports to none of its own (static). A source built with a
+// DiscoveryState other than p.Discovery (a new pool's DNS source is built
+// before its pool) would otherwise count lookups and staleness where no
+// metric and no status page sees them. Called before the source runs.
+func (p *Pool) discoveryOf(o *Options) *DiscoveryState {
+	src, ok := o.Source.(interface{ Observer() discovery.Observer })
+	if !ok {
+		return &p.Discovery
+	}
+	d, ok := src.Observer().(*DiscoveryState)
+	if !ok || d == nil {
+		return &p.Discovery
+	}
+	if d.pool != p.name || d.m != p.m {
+		d.pool, d.m = p.name, p.m
+	}
+	return d
+}
+
 func (p *Pool) startSource(o *Options) {
 	if p.stopSrc != nil {
 		p.stopSrc()
@@ -230,6 +255,7 @@ func (p *Pool) applyOptions(o *Options) {
 	old := p.opts.Load()
 	p.opts.Store(o)
 	if o.SourceKey != old.SourceKey {
+		p.disc.Store(p.discoveryOf(o))
 		p.startSource(o)
 	}
 	for _, e := range p.entries {

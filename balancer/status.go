@@ -106,7 +106,7 @@ func (p *Pool) Status() PoolStatus {
 			}
 		}
 	}
-	if v := p.Discovery.view(now); v != nil {
+	if v := p.disc.Load().view(now); v != nil {
 		ps.Discovery = v
 	}
 	return ps
