@@ -45,6 +45,15 @@ func metricValue(t *testing.T, a *testkit.App, name string, labels map[string]st
 	return sum
 }
 
+// with returns a copy of m with k set to v.
+func with(m map[string]string, k, v string) map[string]string {
+	out := map[string]string{k: v}
+	for a, b := range m {
+		out[a] = b
+	}
+	return out
+}
+
 // servedBackend is a backend that counts the requests it serves, health
 // checks aside.
 type servedBackend struct {
