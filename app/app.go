@@ -338,12 +338,43 @@ func (a *App) stopListener(rt *listenerRT, drain time.Duration) {
 	defer cancel()
 	switch {
 	case rt.http != nil:
+		// Keep-alive connections are not closed while idle at once: that
+		// races a request the client may be sending on them. Each gets its
+		// next response with Connection: close (HAProxy's
+		// idle-close-on-response), so a busy client moves to a new
+		// connection, accepted by the successor or the new socket, without
+		// an error; what is still idle after the grace is closed.
+		rt.http.Drain()
+		_ = rt.ln.Close()
+		waitConnsClosed(ctx, rt.ln, min(keepAliveGrace, drain))
 		_ = rt.http.Server().ShutdownWithContext(ctx)
 	case rt.tcp != nil:
 		rt.tcp.Shutdown(ctx)
 	}
 	_ = rt.ln.Close()
 	<-rt.done
+}
+
+// keepAliveGrace is how long a draining HTTP listener lets keep-alive
+// connections come back for a last request before closing the idle ones.
+const keepAliveGrace = time.Second
+
+// waitConnsClosed returns when ln has no open connection, after grace, or
+// when ctx ends, whichever is first.
+func waitConnsClosed(ctx context.Context, ln *proxy.LimitListener, grace time.Duration) {
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for ln.Open() > 0 {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Reload re-reads the config file and applies it. An invalid config changes

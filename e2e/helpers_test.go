@@ -194,6 +194,7 @@ type outcome struct {
 	Status  int
 	Err     error
 	Refused bool // the TCP connection to holdfast was refused
+	Fresh   bool // sent on a new connection
 }
 
 func (o outcome) failed() bool { return o.Err != nil || o.Status >= 500 }
@@ -277,7 +278,7 @@ func runLoad(ctx context.Context, url string, workers []worker, max int64, st *l
 					req.SetConnectionClose()
 				}
 				err := client.Do(req, resp)
-				o := outcome{ID: i, Method: w.Method, Err: err}
+				o := outcome{ID: i, Method: w.Method, Err: err, Fresh: w.Fresh}
 				if err == nil {
 					o.Status = resp.StatusCode()
 				} else {

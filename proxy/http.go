@@ -118,6 +118,7 @@ type HTTP struct {
 	routes      atomic.Pointer[Routes]
 	srv         *fasthttp.Server
 	accessLogOn atomic.Bool
+	draining    atomic.Bool
 	log         *slog.Logger
 }
 
@@ -158,6 +159,11 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
+
+// Drain makes every response from now on close its connection, so a
+// keep-alive client moves to a new connection on its next request instead
+// of racing the close of an idle one. Safe to call concurrently.
+func (h *HTTP) Drain() { h.draining.Store(true) }
 
 // SetRoutes swaps the routing table (reload).
 func (h *HTTP) SetRoutes(rt *Routes) { h.routes.Store(rt) }
@@ -226,6 +232,9 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 		status = h.upgrade(ctx, t)
 	} else {
 		status = h.proxy(ctx, t)
+		if h.draining.Load() {
+			ctx.SetConnectionClose()
+		}
 	}
 	if rs := r.metrics; rs != nil {
 		rs.ByClass[metrics.ClassIndex(status)].Inc()
