@@ -86,7 +86,8 @@ def load(path):
 
 
 def order(rows):
-    seen = []
+    """Targets in $TARGETS order (as run.sh lists them), then any others as first seen."""
+    seen = [t for t in os.environ.get("TARGETS", "").split() if any(r["target"] == t for r in rows)]
     for r in rows:
         if r["target"] not in seen:
             seen.append(r["target"])
@@ -130,6 +131,8 @@ HEADER = ["target", "req/s", "p50", "p99", "CPU us/req", "CPU vs " + _LABEL, "rp
 
 def cmd_round(a):
     rows = [r for r in load(a.results) if r["round"] == str(a.n)]
+    rank = {t: i for i, t in enumerate(order(rows))}
+    rows.sort(key=lambda r: rank[r["target"]])
     base = next((r for r in rows if r["target"] == BASELINE), None)
     lines = []
     for r in rows:

@@ -10,7 +10,8 @@
 #   DURATION [10s]        measured wrk run per target
 #   WARMUP [2s]           un-measured wrk run just before it
 #   CONNECTIONS [64]      wrk -c
-#   TARGETS ["direct holdfast haproxy nginx"]   order within a round
+#   TARGETS ["direct holdfast haproxy nginx"]   targets (tables keep this order)
+#   ROTATE [1]            rotate the run order by one each round (0: always TARGETS order)
 #   HOLDFAST_BIN [bin/holdfast]                 built with `make build` if missing
 #   OUT [bench/out/<UTC timestamp>]             raw results
 #   PROXY_CPU [0] WRK_CPU [1]                   cores to pin to (backend shares WRK_CPU)
@@ -33,6 +34,7 @@ HOLDFAST_BIN=${HOLDFAST_BIN:-$ROOT/bin/holdfast}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 READY_TIMEOUT=${READY_TIMEOUT:-15}
+ROTATE=${ROTATE:-1}
 OUT=${OUT:-$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -312,6 +314,7 @@ main() {
 	CLK_TCK=$(getconf CLK_TCK)
 	RESULTS=$OUT/results.tsv
 	python3 "$ROOT/bench/report.py" header >"$RESULTS"
+	printf 'round\ttarget\tloadavg_1m_5m_15m\n' >"$OUT/loadavg.tsv"
 
 	local ncpu
 	ncpu=$(nproc)
@@ -357,17 +360,30 @@ main() {
 	BACKEND_PID=$SPAWNED
 	wait_ready "http://127.0.0.1:$BACKEND_PORT/" "$BACKEND_PID" backend "$WORK/backend.log" || die "backend did not start"
 
-	local round
+	local round order i
+	local -a targets
+	read -r -a targets <<<"$TARGETS"
 	for round in $(seq "$ROUNDS"); do
-		for t in $TARGETS; do
+		# Rotate the order each round (ROTATE=0 to disable) so that load drifting
+		# on a shared machine does not always hit the same target.
+		order=()
+		for i in "${!targets[@]}"; do
+			if [ "$ROTATE" = 1 ]; then
+				order+=("${targets[$(((i + round - 1) % ${#targets[@]}))]}")
+			else
+				order+=("${targets[$i]}")
+			fi
+		done
+		for t in "${order[@]}"; do
 			log "round $round/$ROUNDS: $t"
+			printf '%s\t%s\t%s\n' "$round" "$t" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.tsv"
 			bench_target "$round" "$t" || log "round $round: $t FAILED (no row)"
 		done
-		python3 "$ROOT/bench/report.py" round "$RESULTS" "$round" | tee "$OUT/round$round.txt"
+		TARGETS=$TARGETS python3 "$ROOT/bench/report.py" round "$RESULTS" "$round" | tee "$OUT/round$round.txt"
 		echo
 	done
 
-	python3 "$ROOT/bench/report.py" median "$RESULTS" | tee "$OUT/median.txt"
+	TARGETS=$TARGETS python3 "$ROOT/bench/report.py" median "$RESULTS" | tee "$OUT/median.txt"
 	echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 	ln -sfn "$(basename "$OUT")" "$(dirname "$OUT")/latest" 2>/dev/null || true
 	log "raw results in ${OUT#"$ROOT"/}"

@@ -24,11 +24,9 @@ func main() {
 			ctx.SetContentType("text/plain")
 			ctx.SetBody(body)
 		},
-		Name:                          "bench-backend",
-		NoDefaultDate:                 true,
-		DisableHeaderNamesNormalizing: true,
-		IdleTimeout:                   120 * time.Second,
-		Concurrency:                   1 << 16,
+		Name:        "bench-backend",
+		IdleTimeout: 120 * time.Second,
+		Concurrency: 1 << 16,
 	}
 	log.Printf("bench backend listening on %s", *addr)
 	if err := s.ListenAndServe(*addr); err != nil {
