@@ -87,12 +87,16 @@ func (c *HTTPChecker) Check(ctx context.Context, addr string) error {
 	if err != nil {
 		return probeErr(ctx, err)
 	}
-	// Drain a little so the server sees a clean close; the connection closes
-	// either way because keep-alives are off.
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBody))
+	// Read (a bounded part of) the body: a backend that sends good headers
+	// and then resets or stops mid-body is failing, not passing. The
+	// connection closes either way because keep-alives are off.
+	_, bodyErr := io.Copy(io.Discard, io.LimitReader(resp.Body, maxProbeBody))
 	_ = resp.Body.Close()
 	for _, r := range c.expect {
 		if resp.StatusCode >= r[0] && resp.StatusCode <= r[1] {
+			if bodyErr != nil {
+				return &probeError{msg: "response cut short: " + probeErr(ctx, bodyErr).Error(), err: bodyErr}
+			}
 			return nil
 		}
 	}

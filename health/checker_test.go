@@ -97,6 +97,53 @@ func TestHTTPChecker(t *testing.T) {
 	}
 }
 
+// cutShort serves one raw HTTP response per connection: good headers that
+// promise 100 bytes, then 5 of them, then a reset (SO_LINGER 0) or a close.
+func cutShort(t *testing.T, reset bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 4096)
+			_, _ = c.Read(buf) // the probe's request fits one read
+			_, _ = c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello"))
+			if tc, ok := c.(*net.TCPConn); ok && reset {
+				_ = tc.SetLinger(0)
+			}
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+func TestHTTPCheckerBodyCutShort(t *testing.T) {
+	tests := []struct {
+		name    string
+		reset   bool
+		wantErr string
+	}{
+		{name: "reset mid-body", reset: true, wantErr: "response cut short"},
+		{name: "closed mid-body", reset: false, wantErr: "response cut short"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := NewHTTPChecker("/healthz", nil, "").Check(ctx, cutShort(t, tc.reset))
+			checkErr(t, err, tc.wantErr, nil)
+		})
+	}
+}
+
 func TestHTTPCheckerStatusError(t *testing.T) {
 	addr := backend(t)
 	err := NewHTTPChecker("/status/500", [][2]int{{200, 200}, {204, 299}}, "").Check(context.Background(), addr)
