@@ -144,7 +144,7 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		WriteTimeout:                  o.WriteTimeout,
 		IdleTimeout:                   o.IdleTimeout,
 		MaxRequestBodySize:            maxBody,
-		StreamRequestBody:             true,
+		StreamRequestBody:             o.MaxBodyBytes <= 0, // fasthttp streams past MaxRequestBodySize: a limited listener reads bodies whole (bounded)
 		DisableHeaderNamesNormalizing: true,
 		DisablePreParseMultipartForm:  true,
 		NoDefaultServerHeader:         true,
@@ -432,6 +432,9 @@ func prepareRequest(ctx *fasthttp.RequestCtx) {
 		hdr.SetBytesV(hdrXFProto, strHTTP)
 	}
 	hdr.SetBytesV(hdrXFHost, hdr.Host())
+	// Host goes upstream as the client sent it: without this, fasthttp
+	// rewrites it from the parsed URI, lower-cased.
+	ctx.Request.UseHostHeader = true
 }
 
 // stripNamed removes the headers a Connection header lists.
