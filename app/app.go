@@ -177,6 +177,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 	}
 	// Nothing fails from here on.
 	keepPools := map[string]bool{}
+	var started []*balancer.Pool
 	for i := range cfg.Pools {
 		p := cfg.Pools[i]
 		keepPools[p.Name] = true
@@ -188,7 +189,14 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			continue
 		}
 		a.pools[p.Name] = a.startPool(p, o)
+		started = append(started, a.pools[p.Name].pool)
 	}
+	// New pools warm before a listener routes to them: their first set is
+	// applied by their own goroutine, and a request routed there before
+	// that would get a 503 (Envoy warms new clusters the same way). During
+	// a takeover this also keeps the new process from accepting before it
+	// can route.
+	a.warm(started)
 	targets := map[string]*proxy.Target{}
 	for n, rt := range a.pools {
 		targets[n] = rt.target
@@ -261,6 +269,31 @@ func (a *App) bind(l config.Listener) (net.Listener, error) {
 		return ln, nil
 	}
 	return proxy.Listen(a.ctx, l.Listen, l.Freebind)
+}
+
+// warmTimeout bounds the wait for new pools' first backend sets.
+const warmTimeout = 5 * time.Second
+
+// warm waits until each pool can route, or its discovery has answered
+// with a failure (then waiting longer would not help), or warmTimeout.
+func (a *App) warm(pools []*balancer.Pool) {
+	if len(pools) == 0 {
+		return
+	}
+	deadline := time.Now().Add(warmTimeout)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for _, p := range pools {
+		for !p.Ready() && time.Now().Before(deadline) {
+			if d := p.Status().Discovery; d != nil && d.LastResult != "" && d.LastResult != "ok" {
+				break
+			}
+			<-tick.C
+		}
+		if !p.Ready() {
+			a.log.Warn("pool has no routable backend yet; routing to it anyway", "pool", p.Name())
+		}
+	}
 }
 
 func (a *App) startPool(p config.Pool, o *balancer.Options) *poolRT {

@@ -104,7 +104,7 @@ pools:
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runLoad(ctx, fmt.Sprintf("http://127.0.0.1:%d/", port), workers, 10_000_000, st)
+		runLoad(ctx, fmt.Sprintf("http://127.0.0.1:%d", port), workers, 10_000_000, st)
 	}()
 	okAfter := func(n int64) func() bool {
 		base := st.ok.Load()

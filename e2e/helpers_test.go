@@ -240,12 +240,14 @@ type worker struct {
 	// Fresh dials a new connection per request (Connection: close), so a
 	// refused connection shows; otherwise the connection is kept alive.
 	Fresh bool
+	// Path is appended to the base URL; empty means "/".
+	Path string
 }
 
-// runLoad runs workers against url until ctx ends or max requests were
+// runLoad runs workers against base (http://host:port) until ctx ends or max requests were
 // sent, numbering requests with X-Req-Id. It returns when every worker has
 // stopped. No client retries anything: every failure counts.
-func runLoad(ctx context.Context, url string, workers []worker, max int64, st *loadStats) {
+func runLoad(ctx context.Context, base string, workers []worker, max int64, st *loadStats) {
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	for _, w := range workers {
@@ -255,6 +257,10 @@ func runLoad(ctx context.Context, url string, workers []worker, max int64, st *l
 			WriteTimeout:              10 * time.Second,
 			MaxIdemponentCallAttempts: 1,
 			RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		}
+		url := base + w.Path
+		if w.Path == "" {
+			url = base + "/"
 		}
 		wg.Add(1)
 		go func() {

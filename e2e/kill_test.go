@@ -47,7 +47,7 @@ pools:
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		runLoad(ctx, a.URL("web", "/"), workers, 200_000, st)
+		runLoad(ctx, a.URL("web", ""), workers, 200_000, st)
 	}()
 
 	victim := bs[0]
