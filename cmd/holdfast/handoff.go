@@ -232,6 +232,11 @@ func listenReplacing(path string) (*net.UnixListener, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Whoever connects gets the listening sockets: owner only.
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = ln.Close()
 		return nil, err
@@ -269,6 +274,11 @@ func (h *handoff) serveSuccessors(a *app.App, ln *net.UnixListener, takeover cha
 			}
 			return
 		}
+		if err := samePeer(c); err != nil {
+			h.log.Warn("handoff: refused", "err", err)
+			_ = c.Close()
+			continue
+		}
 		ok, err := h.handTo(a, c)
 		_ = c.Close()
 		if err != nil {
@@ -280,6 +290,30 @@ func (h *handoff) serveSuccessors(a *app.App, ln *net.UnixListener, takeover cha
 			return
 		}
 	}
+}
+
+// samePeer checks that the connecting process runs as this one's user (or
+// root): the socket file's mode already says so, this holds even if the
+// directory or mode were set carelessly.
+func samePeer(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := rc.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if cerr != nil {
+		return cerr
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
+		return fmt.Errorf("pid %d runs as uid %d, not %d", cred.Pid, cred.Uid, os.Getuid())
+	}
+	return nil
 }
 
 // handTo sends the sockets to one successor and waits for its answer.
