@@ -268,20 +268,18 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) int {
 		hash = requestHash(ctx, cfg)
 	}
 
-	var tried [4]*balancer.Endpoint
-	triedN := 0
+	// Endpoints already tried, made on the first retry: a slice handed to
+	// Picker.Pick (an interface method) escapes, so a stack array here cost
+	// every request an allocation.
+	var tried []*balancer.Endpoint
 	picker := t.Pool.Picker()
 	status := 0
 	for attempt := 0; ; attempt++ {
-		ep := picker.Pick(hash, tried[:triedN])
+		ep := picker.Pick(hash, tried)
 		if ep == nil {
 			plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
 			status = fasthttp.StatusServiceUnavailable
 			break
-		}
-		if triedN < len(tried) {
-			tried[triedN] = ep
-			triedN++
 		}
 		up := ep.Upstream.(*Upstream)
 		ep.Begin()
@@ -330,6 +328,12 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) int {
 				}
 			} else if t.retryReset != nil {
 				t.retryReset.Inc()
+			}
+			if tried == nil {
+				tried = make([]*balancer.Endpoint, 0, 4)
+			}
+			if len(tried) < cap(tried) {
+				tried = append(tried, ep)
 			}
 			picker = t.Pool.Picker()
 			continue
@@ -412,7 +416,7 @@ func prepareRequest(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	if found {
-		stripNamed(hdr.Peek("Connection"), hdr.Del)
+		stripNamed(hdr.Peek("Connection"), hdr.DelBytes)
 		for _, k := range hopHeaders {
 			hdr.Del(k)
 		}
@@ -438,7 +442,7 @@ func prepareRequest(ctx *fasthttp.RequestCtx) {
 }
 
 // stripNamed removes the headers a Connection header lists.
-func stripNamed(conn []byte, del func(string)) {
+func stripNamed(conn []byte, del func([]byte)) {
 	for len(conn) > 0 {
 		var tok []byte
 		if i := bytes.IndexByte(conn, ','); i >= 0 {
@@ -448,7 +452,7 @@ func stripNamed(conn []byte, del func(string)) {
 		}
 		tok = bytes.TrimSpace(tok)
 		if len(tok) > 0 && !(len(tok) == 5 && asciiEqualFoldStr(tok, "close")) {
-			del(string(tok))
+			del(tok) // DelBytes: a string(tok) here cost an allocation per token
 		}
 	}
 }
@@ -463,7 +467,7 @@ func stripResponseHop(resp *fasthttp.Response) {
 		}
 	}
 	if found {
-		stripNamed(hdr.Peek("Connection"), hdr.Del)
+		stripNamed(hdr.Peek("Connection"), hdr.DelBytes)
 		for _, k := range hopHeaders {
 			hdr.Del(k)
 		}
