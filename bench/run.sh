@@ -295,10 +295,15 @@ bench_target() {
 	[ -n "$TARGET_PID" ] && read -r pu1 ps1 <<<"$(cpu_ticks "$TARGET_PID")"
 	read -r bu1 bs1 <<<"$(cpu_ticks "$BACKEND_PID")"
 	if [ -n "$TARGET_PID" ]; then
-		kill -0 "$TARGET_PID" 2>/dev/null || { log "$name died during the run"; return 1; }
+		if ! kill -0 "$TARGET_PID" 2>/dev/null; then
+			log "$name died during the run"
+			stop_pid "$TARGET_PID"
+			return 1
+		fi
 		pticks="$((pu1 - pu0)):$((ps1 - ps0))"
 		stop_pid "$TARGET_PID"
 		[ -f "$TARGET_LOG" ] && cp "$TARGET_LOG" "$raw.log"
+		[ -f "$WORK/$name/error.log" ] && cp "$WORK/$name/error.log" "$raw.error.log"
 	else
 		pticks=-
 	fi
