@@ -185,6 +185,11 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		if rt, ok := a.pools[p.Name]; ok {
 			rt.pool.Update(o)
 			rt.target.SetConfig(targetConfig(&p))
+			if upstreamConfig(&p) != upstreamConfig(&rt.cfg) {
+				// Each backend's client is built once, with its endpoint.
+				a.log.Warn("pool limits, timeouts and send_proxy_protocol keep their old values until restart", "pool", p.Name)
+				p.Limits, p.Timeouts, p.SendProxyProtocol = rt.cfg.Limits, rt.cfg.Timeouts, rt.cfg.SendProxyProtocol
+			}
 			rt.cfg = p
 			continue
 		}
