@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -23,6 +25,11 @@ import (
 // first request to the last (the issue asks for 30 s).
 const flapRun = 30 * time.Second
 
+// flapHold is the pool's flap hold. The flapper fails checks for one second
+// in every two, so a failed check restarts the hold at least every ~1.4 s;
+// the rest is margin for a loaded CI machine whose timers fire late.
+const flapHold = 5 * time.Second
+
 // flapper is a real TCP server whose behaviour toggles by the clock: for one
 // period it serves HTTP/1.1 keep-alive, for the next it accepts and then
 // resets every connection (SO_LINGER 0, then close: an RST), health checks
@@ -37,13 +44,31 @@ type flapper struct {
 	midResponse bool
 	steady      atomic.Bool // set: serve well from now on
 
-	data   atomic.Int64 // non-health requests read (served or reset)
-	reset  atomic.Int64 // connections reset
-	checks atomic.Int64 // health checks read
+	data      atomic.Int64 // non-health requests read (served or reset)
+	checks    atomic.Int64 // health checks read
+	reset     atomic.Int64 // connections reset
+	lastReset atomic.Int64 // when the last reset happened (UnixNano)
 
-	mu    sync.Mutex
-	conns map[net.Conn]bool
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]bool
+	events []string // the last few connection events, for failure messages
+	wg     sync.WaitGroup
+}
+
+// note records a connection event with its time.
+func (f *flapper) note(what string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.events) >= 40 {
+		f.events = f.events[1:]
+	}
+	f.events = append(f.events, time.Now().Format("15:04:05.000")+" "+what)
+}
+
+func (f *flapper) recent() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.events...)
 }
 
 func startFlapper(tb testing.TB, period time.Duration, midResponse bool) *flapper {
@@ -95,6 +120,7 @@ func (f *flapper) serve(c net.Conn) {
 		_ = c.Close()
 	}()
 	if f.bad() && !f.midResponse {
+		f.note("accepted and reset")
 		f.rst(c) // accept, then reset before reading a byte
 		return
 	}
@@ -106,17 +132,23 @@ func (f *flapper) serve(c net.Conn) {
 		}
 		_, _ = io.Copy(io.Discard, req.Body)
 		_ = req.Body.Close()
+		what := "request"
 		if req.URL.Path == "/healthz" {
 			f.checks.Add(1)
+			what = "check"
 		} else {
 			f.data.Add(1)
 		}
 		if f.bad() {
+			f.note(what + " reset")
 			if f.midResponse {
 				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 4096\r\n\r\npartial bo")
 			}
 			f.rst(c)
 			return
+		}
+		if what == "check" {
+			f.note("check served")
 		}
 		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 8\r\n\r\nflapper\n"); err != nil {
 			return
@@ -126,6 +158,7 @@ func (f *flapper) serve(c net.Conn) {
 
 func (f *flapper) rst(c net.Conn) {
 	f.reset.Add(1)
+	f.lastReset.Store(time.Now().UnixNano())
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
@@ -145,7 +178,7 @@ func (f *flapper) close() {
 
 // flapConfig is four backends with fast checks, outlier ejection and flap
 // damping tuned so a backend flapping every second is held down within a
-// few seconds: every failed check restarts the 3 s hold, so it stays held
+// few seconds: every failed check restarts the hold, so it stays held
 // while the flapping goes on.
 func flapConfig(backends ...string) string {
 	y := `
@@ -168,7 +201,7 @@ pools:
       timeout: 500ms
       rise: 2
       fall: 2
-      flap: { window: 10s, max_transitions: 3, hold: 3s, max_hold: 30s }
+      flap: { window: 10s, max_transitions: 3, hold: ` + flapHold.String() + `, max_hold: 60s }
     outlier: { consecutive_failures: 3, ejection: 1s, max_ejection: 10s, max_ejected: "50%" }
     retries: { attempts: 2, budget: "20%", on: [connect_failure, reset] }
     timeouts: { connect: 500ms, response: 5s, idle: 60s }
@@ -297,7 +330,7 @@ func testFlapper(t *testing.T, midResponse bool) {
 	ctx2, cancel2 := context.WithDeadline(context.Background(), end)
 	defer cancel2()
 	var left atomic.Int64
-	var leftState atomic.Value
+	var leftState atomic.Value // first state seen outside the hold, with its reason and the flapper's recent events
 	sampleDone := make(chan struct{})
 	go func() {
 		defer close(sampleDone)
@@ -309,9 +342,11 @@ func testFlapper(t *testing.T, midResponse bool) {
 				return
 			case <-tick.C:
 			}
-			if s := stateOf(a, "api", f.Addr); s != "held_down" {
-				left.Add(1)
-				leftState.Store(s)
+			if st, _ := backendStatus(a, "api", f.Addr); st.State != "held_down" {
+				if left.Add(1) == 1 {
+					leftState.Store(fmt.Sprintf("%s at %s (%s); flapper events: %v",
+						st.State, time.Now().Format("15:04:05.000"), st.Reason, f.recent()))
+				}
 			}
 		}
 	}()
@@ -345,9 +380,25 @@ func testFlapper(t *testing.T, midResponse bool) {
 		t.Errorf("flapper received %d requests while held down", dataHeld)
 	}
 	if n := left.Load(); n > 0 {
-		t.Errorf("flapper left the hold %d times while still flapping (seen %v)", n, leftState.Load())
+		t.Errorf("flapper seen outside the hold %d times while still flapping; first: %v", n, leftState.Load())
 	}
 	checkHeldVisible(t, a, f.Addr)
+	if st, _ := backendStatus(a, "api", f.Addr); !strings.Contains(st.Reason, "restarted") {
+		t.Errorf("flapper reason %q: want the hold restarted by the failures during it", st.Reason)
+	}
+
+	// Once it stops flapping it must stay steady through a whole hold
+	// from its last failure) before it is routable again; one passing check
+	// does not cancel a hold.
+	f.steady.Store(true)
+	testkit.WaitFor(t, 10*time.Second, "steady flapper routable again", func() bool {
+		return stateOf(a, "api", f.Addr) == "healthy"
+	})
+	quiet := time.Since(time.Unix(0, f.lastReset.Load()))
+	t.Logf("flapper steady: routable again %.2fs after its last reset (hold %s)", quiet.Seconds(), flapHold)
+	if quiet < flapHold {
+		t.Errorf("flapper routable again %v after its last reset, before a whole %s hold", quiet, flapHold)
+	}
 }
 
 // checkHeldVisible checks that the operator sees the hold: App.Status,
