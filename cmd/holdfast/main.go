@@ -22,7 +22,10 @@ var (
 const usage = `usage: holdfast [--log-level L] [--log-format F] COMMAND [ARGS]
 
 commands:
-  run [-c FILE]            serve (FILE defaults to holdfast.yaml); SIGHUP reloads, SIGTERM drains
+  run [-c FILE] [--handoff SOCK]
+                           serve (FILE defaults to holdfast.yaml); SIGHUP reloads, SIGTERM drains;
+                           --handoff: take the listening sockets over from the holdfast serving
+                           SOCK, if any, then serve SOCK for the next one (see docs/upgrade.md)
   check [-c FILE] [--resolve]
                            validate the config; --resolve also resolves discovery and probes health
   demo                     self-contained demo: embedded config, in-process backends and DNS
