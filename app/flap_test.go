@@ -465,8 +465,11 @@ func TestFlapCleanDownReturnsAfterRise(t *testing.T) {
 	d := bes[3]
 	a := testkit.StartApp(t, flapConfig(addrs...))
 	url := a.URL("web", "/")
-	testkit.WaitFor(t, 5*time.Second, "all four backends routable", func() bool {
-		return a.Pool("api").Routable() == 4
+	// Let d pass its first checks, so that going down is a real fall (a
+	// first check that fails applies at once).
+	testkit.WaitFor(t, 5*time.Second, "backend d checked", func() bool {
+		return metricValue(t, a, "holdfast_health_checks_total",
+			map[string]string{"pool": "api", "backend": d.Addr, "result": "pass"}) >= 2
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -489,15 +492,20 @@ func TestFlapCleanDownReturnsAfterRise(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var seen []string
-	back := testkit.ServeBackend(t, "d", ln)
-	back.SetHandler(func(ctx *fasthttp.RequestCtx) {
-		if string(ctx.Path()) == "/healthz" {
+	var served atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) != "/healthz" {
+			served.Add(1)
+		} else {
 			mu.Lock()
 			seen = append(seen, stateOf(a, "api", d.Addr))
 			mu.Unlock()
 		}
 		ctx.SetBodyString("d\n")
-	})
+	}}
+	srvDone := make(chan struct{})
+	go func() { defer close(srvDone); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown(); <-srvDone })
 	testkit.WaitFor(t, 5*time.Second, "restarted backend healthy", func() bool {
 		return stateOf(a, "api", d.Addr) == "healthy"
 	})
@@ -518,11 +526,14 @@ func TestFlapCleanDownReturnsAfterRise(t *testing.T) {
 	}
 	st, _ := backendStatus(a, "api", d.Addr)
 	t.Logf("clean down and back: states at checks %v; transitions %d; reason %q", got, st.Transitions, st.Reason)
+	if st.Transitions != 2 {
+		t.Errorf("transitions %d after one clean down and up, want 2 (no flapping seen)", st.Transitions)
+	}
 
 	// Its traffic resumes.
-	n0 := back.Requests()
+	n0 := served.Load()
 	testkit.WaitFor(t, 5*time.Second, "traffic to the returned backend", func() bool {
-		return back.Requests()-n0 > 20
+		return served.Load()-n0 > 20
 	})
 	cancel()
 	res := <-loadDone

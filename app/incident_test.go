@@ -246,7 +246,7 @@ pools:
 	sf0 := lookups("servfail")
 	testkit.WaitFor(t, 5*time.Second, "discovery stale", func() bool { return stale() == 1 })
 	snap = served()
-	phase("phase 2: every resolver SERVFAILs", 5*time.Second, nil)
+	phase("phase 2: every resolver SERVFAILs", 6*time.Second, nil)
 	everyBackendServed("phase 2", snap)
 	poolIntact("phase 2")
 	if n := lookups("servfail") - sf0; n < 4 {
