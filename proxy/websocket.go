@@ -60,7 +60,7 @@ func hasToken(v []byte, tok string) bool {
 // another before any byte is sent, as for ordinary requests.
 func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target) int {
 	req, resp := &ctx.Request, &ctx.Response
-	if req.Header.ContentLength() != 0 {
+	if cl := req.Header.ContentLength(); cl > 0 || cl == -1 {
 		// An upgrade carrying a body is served as a plain request (the
 		// Upgrade header is dropped as hop-by-hop).
 		return h.proxy(ctx, t)

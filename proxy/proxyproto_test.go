@@ -1,0 +1,266 @@
+package proxy_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/valyala/fasthttp"
+
+	"github.com/holdfast-lb/holdfast/internal/testkit"
+	"github.com/holdfast-lb/holdfast/proxy"
+)
+
+var (
+	ppClient = &net.TCPAddr{IP: net.ParseIP("203.0.113.7").To4(), Port: 4242}
+	ppFront  = &net.TCPAddr{IP: net.ParseIP("198.51.100.1").To4(), Port: 443}
+)
+
+func ppHeader(t *testing.T, version byte) []byte {
+	t.Helper()
+	b, err := proxyproto.HeaderProxyFromAddrs(version, ppClient, ppFront).Format()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// ppAnnouncer is a backend that expects a PROXY header, answers
+// "vN SRC DST\n" with what it announced, then echoes.
+func ppAnnouncer(c net.Conn) {
+	br := bufio.NewReader(c)
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		fmt.Fprintf(c, "no header: %v\n", err)
+		return
+	}
+	fmt.Fprintf(c, "v%d %s %s\n", h.Version, h.SourceAddr, h.DestinationAddr)
+	_, _ = io.Copy(c, br)
+}
+
+func TestProxyProtocolTCP(t *testing.T) {
+	b := startL4Backend(t, ppAnnouncer)
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: send-v1, listen: 127.0.0.1:0, protocol: tcp, pool: v1, proxy_protocol: true }
+  - { name: send-v2, listen: 127.0.0.1:0, protocol: tcp, pool: v2, proxy_protocol: true }
+pools:
+  - { name: v1, backends: [%[1]s], health: { type: none }, send_proxy_protocol: v1 }
+  - { name: v2, backends: [%[1]s], health: { type: none }, send_proxy_protocol: v2 }
+`, b.Addr))
+	for _, in := range []byte{1, 2} {
+		for _, out := range []byte{1, 2} {
+			t.Run(fmt.Sprintf("accept v%d send v%d", in, out), func(t *testing.T) {
+				c := dialL4(t, a, fmt.Sprintf("send-v%d", out))
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				// Header and first payload bytes in one segment, as a
+				// fronting balancer sends them.
+				if _, err := c.Write(append(ppHeader(t, in), "payload"...)); err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(c)
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := fmt.Sprintf("v%d %s %s\n", out, ppClient, ppFront); line != want {
+					t.Fatalf("backend was told %q, want %q", line, want)
+				}
+				got := make([]byte, len("payload"))
+				if _, err := io.ReadFull(br, got); err != nil || string(got) != "payload" {
+					t.Fatalf("payload after the header: %q, %v", got, err)
+				}
+			})
+		}
+	}
+}
+
+func TestProxyProtocolHTTPForwardedFor(t *testing.T) {
+	be := testkit.StartBackend(t, "b")
+	be.SetHandler(func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBodyString(string(ctx.Request.Header.Peek("X-Forwarded-For")))
+	})
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: web, listen: 127.0.0.1:0, pool: p, proxy_protocol: true }
+pools:
+  - { name: p, balance: consistent_hash, backends: [%s], health: { type: none } }
+`, be.Addr))
+	for _, v := range []byte{1, 2} {
+		c := dialL4(t, a, "web")
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		req := "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+		if _, err := c.Write(append(ppHeader(t, v), req...)); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasSuffix(resp, []byte("\r\n\r\n203.0.113.7")) {
+			t.Fatalf("v%d: X-Forwarded-For is not the PROXY client address:\n%s", v, resp)
+		}
+	}
+}
+
+// TestProxyProtocolBadHeaders sends garbage, truncated, oversized and
+// slow headers: each of those connections is closed, alone, within the
+// header timeout, while good connections keep being served.
+func TestProxyProtocolBadHeaders(t *testing.T) {
+	e := startL4Backend(t, echo)
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: l4, listen: 127.0.0.1:0, protocol: tcp, pool: p, proxy_protocol: true, timeouts: { read: 300ms } }
+  - { name: web, listen: 127.0.0.1:0, pool: p, proxy_protocol: true, timeouts: { read: 300ms } }
+pools:
+  - { name: p, backends: [%s], health: { type: none } }
+`, e.Addr))
+	v2 := ppHeader(t, 2)
+	bad := []struct {
+		name string
+		send []byte
+		hold bool // keep the write side open (a slow or stalled sender)
+	}{
+		{name: "no header", send: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")},
+		{name: "v1 truncated", send: []byte("PROXY TCP4 203.0.113.7 198.51.100.1 4242")},
+		{name: "v1 bad address", send: []byte("PROXY TCP4 999.0.0.1 198.51.100.1 4242 443\r\nx")},
+		{name: "v1 too long", send: []byte("PROXY TCP4 " + strings.Repeat("1", 200) + "\r\n")},
+		{name: "v2 truncated", send: v2[:20]},
+		{name: "v2 bad length", send: append(append([]byte{}, v2[:14]...), 0xff, 0xff, 1, 2, 3)},
+		{name: "v2 bad version", send: append(append(append([]byte{}, v2[:12]...), 0x31), v2[13:]...)},
+		{name: "empty", send: nil},
+		{name: "slow", send: []byte("PROXY TC"), hold: true},
+		{name: "silent", send: nil, hold: true},
+	}
+	for _, listener := range []string{"l4", "web"} {
+		t.Run(listener, func(t *testing.T) {
+			var wg sync.WaitGroup
+			errs := make(chan error, len(bad)+8)
+			for _, tc := range bad {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.DialTimeout("tcp", a.ListenerAddr(listener).String(), 5*time.Second)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer c.Close()
+					_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+					if len(tc.send) > 0 {
+						_, _ = c.Write(tc.send)
+					}
+					if !tc.hold {
+						_ = c.(*net.TCPConn).CloseWrite()
+					}
+					// holdfast must close it: EOF or reset, never a timeout here,
+					// and never anything the backend sent.
+					n, err := io.Copy(io.Discard, c)
+					var ne net.Error
+					switch {
+					case errors.As(err, &ne) && ne.Timeout():
+						errs <- fmt.Errorf("%s: still open after 5s", tc.name)
+					case n > 0 && listener == "l4":
+						errs <- fmt.Errorf("%s: %d bytes came back through the proxy", tc.name, n)
+					}
+				}()
+			}
+			// Meanwhile, good connections are served.
+			for i := range 5 {
+				c, err := net.DialTimeout("tcp", a.ListenerAddr("l4").String(), 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg := fmt.Sprintf("good %d", i)
+				_, _ = c.Write(ppHeader(t, byte(1+i%2)))
+				if s, err := roundTrip(c, msg, 5*time.Second); err != nil || s != msg {
+					t.Errorf("good connection %d beside bad ones: %q, %v", i, s, err)
+				}
+				_ = c.Close()
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// pipeListener hands out the server ends of in-memory pipes.
+type pipeListener struct {
+	conns chan net.Conn
+}
+
+func (l *pipeListener) Accept() (net.Conn, error) {
+	c, ok := <-l.conns
+	if !ok {
+		return nil, net.ErrClosed
+	}
+	return c, nil
+}
+func (l *pipeListener) Close() error   { return nil }
+func (l *pipeListener) Addr() net.Addr { return ppFront }
+
+// FuzzProxyProtoConn feeds arbitrary bytes to the PROXY listener's
+// connection: it never panics, never hangs past the header timeout, and
+// when pires/go-proxyproto accepts a header the connection yields exactly
+// the bytes after it (including those read along with the header) and
+// announces the header's source address.
+func FuzzProxyProtoConn(f *testing.F) {
+	v1, _ := proxyproto.HeaderProxyFromAddrs(1, ppClient, ppFront).Format()
+	v2, _ := proxyproto.HeaderProxyFromAddrs(2, ppClient, ppFront).Format()
+	f.Add(append(append([]byte{}, v1...), "hello"...))
+	f.Add(append(append([]byte{}, v2...), "hello"...))
+	f.Add([]byte("PROXY UNKNOWN\r\nhello"))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add(v2[:13])
+	pl := &pipeListener{conns: make(chan net.Conn, 1)}
+	ln := proxy.NewProxyProtoListener(pl, time.Second, slog.New(slog.DiscardHandler))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// What the library makes of the same bytes.
+		r := bytes.NewReader(data)
+		br := bufio.NewReaderSize(r, 1024)
+		want, werr := proxyproto.Read(br)
+		consumed := len(data) - r.Len() - br.Buffered()
+
+		client, server := net.Pipe()
+		pl.conns <- server
+		c, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_, _ = client.Write(data)
+			_ = client.Close()
+		}()
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		addr := c.RemoteAddr()
+		got, err := io.ReadAll(c)
+		if werr != nil || (want.Version != 1 && want.Version != 2) {
+			if err == nil {
+				t.Fatalf("header rejected by the library (%v) but the connection read %q", werr, got)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("valid header, read failed: %v", err)
+		}
+		if !bytes.Equal(got, data[consumed:]) {
+			t.Fatalf("payload after the header: got %q, want %q", got, data[consumed:])
+		}
+		if want.Command.IsProxy() && want.SourceAddr != nil && addr.String() != want.SourceAddr.String() {
+			t.Fatalf("RemoteAddr %s, header says %s", addr, want.SourceAddr)
+		}
+	})
+}

@@ -1,0 +1,142 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsEchoServer is a gorilla/websocket echo server on 127.0.0.1; each
+// upgrade's X-Forwarded-For is sent to seen. /deny answers 403.
+func wsEchoServer(t *testing.T, seen chan<- string) *httptest.Server {
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/deny" {
+			http.Error(w, "no websocket for you", http.StatusForbidden)
+			return
+		}
+		select {
+		case seen <- r.Header.Get("X-Forwarded-For"):
+		default:
+		}
+		c, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// Greet first, so a frame follows the 101 at once.
+		if err := c.WriteMessage(websocket.TextMessage, []byte("welcome")); err != nil {
+			return
+		}
+		for {
+			mt, msg, err := c.ReadMessage()
+			if err != nil {
+				return
+			}
+			if err := c.WriteMessage(mt, msg); err != nil {
+				return
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestWebSocketEcho(t *testing.T) {
+	seen := make(chan string, 4)
+	srv := wsEchoServer(t, seen)
+	backend := srv.Listener.Addr().String()
+	dir := t.TempDir()
+	crt, key, cert := writeCert(t, dir, "ws", 7, "ws.test")
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: ws, listen: 127.0.0.1:0, pool: p, timeouts: { idle: 5s } }
+  - name: wss
+    listen: 127.0.0.1:0
+    pool: p
+    tls: [{ cert_file: %q, key_file: %q }]
+pools:
+  - { name: p, backends: [%s], health: { type: none } }
+`, crt, key, backend))
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+
+	for _, tc := range []struct {
+		name, url string
+		dialer    *websocket.Dialer
+	}{
+		{"plain", "ws://" + a.ListenerAddr("ws").String() + "/echo", &websocket.Dialer{HandshakeTimeout: 5 * time.Second}},
+		{"over TLS", "wss://" + a.ListenerAddr("wss").String() + "/echo", &websocket.Dialer{
+			HandshakeTimeout: 5 * time.Second,
+			TLSClientConfig:  &tls.Config{ServerName: "ws.test", RootCAs: roots},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, resp, err := tc.dialer.Dial(tc.url, nil)
+			if err != nil {
+				t.Fatalf("dial through holdfast: %v (response %v)", err, resp)
+			}
+			defer c.Close()
+			if xff := <-seen; xff != "127.0.0.1" {
+				t.Errorf("backend saw X-Forwarded-For %q", xff)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, msg, err := c.ReadMessage(); err != nil || string(msg) != "welcome" {
+				t.Fatalf("greeting: %q, %v", msg, err)
+			}
+			big := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
+			msgs := []struct {
+				mt   int
+				data []byte
+			}{{websocket.TextMessage, []byte("hello")}, {websocket.BinaryMessage, big}, {websocket.TextMessage, []byte("bye")}}
+			for _, m := range msgs {
+				if err := c.WriteMessage(m.mt, m.data); err != nil {
+					t.Fatal(err)
+				}
+				mt, got, err := c.ReadMessage()
+				if err != nil || mt != m.mt || !bytes.Equal(got, m.data) {
+					t.Fatalf("echo of %d bytes: type %d, %d bytes, %v", len(m.data), mt, len(got), err)
+				}
+			}
+			if err := c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				t.Fatalf("closing handshake: %v", err)
+			}
+		})
+	}
+
+	t.Run("refused upgrade is relayed", func(t *testing.T) {
+		d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		_, resp, err := d.Dial("ws://"+a.ListenerAddr("ws").String()+"/deny", nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("got %v, %v; want the backend's 403", resp, err)
+		}
+	})
+
+	t.Run("backend down", func(t *testing.T) {
+		b := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: ws, listen: 127.0.0.1:0, pool: p }
+pools:
+  - { name: p, backends: [%s, %s], health: { type: none } }
+`, deadAddr(t), backend))
+		d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		for i := range 4 {
+			c, resp, err := d.Dial("ws://"+b.ListenerAddr("ws").String()+"/echo", nil)
+			if err != nil {
+				t.Fatalf("upgrade %d with one backend down: %v (%v)", i, err, resp)
+			}
+			<-seen
+			_ = c.Close()
+		}
+	})
+}
