@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -90,8 +91,26 @@ func (l *LimitListener) Close() error {
 
 type countedConn struct {
 	net.Conn
-	l    *LimitListener
-	once atomic.Bool
+	l     *LimitListener
+	once  atomic.Bool
+	wrote atomic.Bool
+}
+
+// Write notes that an answer went out; the client's next request follows it.
+func (c *countedConn) Write(p []byte) (int, error) {
+	c.wrote.Store(true)
+	return c.Conn.Write(p)
+}
+
+// Read yields once after a write before reading, as upConn.Read does: the
+// client needs time to send its next request, and other ready goroutines
+// may run meanwhile instead of an EAGAIN read and a park.
+func (c *countedConn) Read(p []byte) (int, error) {
+	if c.wrote.Load() {
+		c.wrote.Store(false)
+		runtime.Gosched()
+	}
+	return c.Conn.Read(p)
 }
 
 func (c *countedConn) Close() error {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http/httputil"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -81,6 +82,7 @@ type upConn struct {
 	net.Conn
 	ep       *balancer.Endpoint
 	used     bool
+	wrote    bool // a request went out; the next read waits for its answer
 	closed   atomic.Bool
 	deadline time.Time // current read/write deadline; zero when none
 	// sent counts the bytes written and acked0 is the kernel's count of
@@ -92,7 +94,20 @@ type upConn struct {
 func (c *upConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
 	c.sent += uint64(n)
+	c.wrote = true
 	return n, err
+}
+
+// Read yields once after a write before reading: the backend needs a few
+// microseconds to answer, and letting the other ready goroutines run first
+// turns an EAGAIN read, a park and a netpoll wake-up into one read that
+// succeeds. With nothing else runnable, Gosched returns at once.
+func (c *upConn) Read(p []byte) (int, error) {
+	if c.wrote {
+		c.wrote = false
+		runtime.Gosched()
+	}
+	return c.Conn.Read(p)
 }
 
 // unacked reports whether bytes written on c were never acknowledged by the
