@@ -48,7 +48,7 @@ func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState,
 		if err != nil {
 			return nil, err
 		}
-		obs.Resolver = d.Resolver
+		obs.SetResolver(d.Resolver)
 		dns := discovery.NewDNS(dc, obs, log)
 		if dnsHook != nil {
 			dnsHook(dns)

@@ -375,7 +375,15 @@ func (p *Pool) applyCheck(c checkMsg) bool {
 
 func (p *Pool) applyEject(ep *Endpoint) bool {
 	e, ok := p.entries[ep.Addr]
-	if !ok || e.ep != ep || e.draining || e.tr.State() != health.Healthy {
+	if !ok || e.ep != ep || e.draining {
+		return false
+	}
+	// Held-down backends get traffic only in panic mode; failures there
+	// restart the hold (the tracker decides), without counting as ejected.
+	if st := e.tr.State(); st == health.HeldDown {
+		ep.consecFail.Store(0)
+		return e.tr.Eject(p.now())
+	} else if st != health.Healthy {
 		return false
 	}
 	if ep.consecFail.Load() < ep.ejectThreshold.Load() {

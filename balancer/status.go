@@ -150,7 +150,7 @@ func uniq(es []*Endpoint) []*Endpoint {
 type DiscoveryState struct {
 	pool     string
 	m        *metrics.Metrics
-	Resolver string
+	resolver atomic.Pointer[string]
 
 	active   atomic.Bool
 	stale    atomic.Bool
@@ -159,12 +159,20 @@ type DiscoveryState struct {
 	last     atomic.Pointer[string]
 }
 
+// SetResolver names the resolver for the lookups metric. Safe to call while
+// a source reports (a reload).
+func (d *DiscoveryState) SetResolver(name string) { d.resolver.Store(&name) }
+
 // Lookup counts one lookup by result.
 func (d *DiscoveryState) Lookup(result string) {
 	d.active.Store(true)
 	d.last.Store(&result)
 	if d.m != nil {
-		d.m.DiscoveryLookups.WithLabelValues(d.pool, d.Resolver, result).Inc()
+		res := ""
+		if r := d.resolver.Load(); r != nil {
+			res = *r
+		}
+		d.m.DiscoveryLookups.WithLabelValues(d.pool, res, result).Inc()
 	}
 }
 
