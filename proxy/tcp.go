@@ -306,7 +306,7 @@ func (t *tunnelState) copy(dir int, dst, src net.Conn) error {
 		// A read deadline cuts the copy at least every beat, even while
 		// bytes flow (it is absolute), so progress is seen. A read timeout
 		// loses nothing: splice has written out what it read.
-		_ = src.SetReadDeadline(time.Now().Add(beat))
+		_ = r.SetReadDeadline(time.Now().Add(beat)) // on the socket read, under wrappers
 		n, err := move()
 		if n > 0 {
 			t.last[dir].Store(time.Now().UnixNano())
@@ -325,9 +325,9 @@ func (t *tunnelState) copy(dir int, dst, src net.Conn) error {
 type writerOnly struct{ io.Writer }
 type readerOnly struct{ io.Reader }
 
-// readerOf is what to read src through: the socket itself when nothing is
+// readerOf is what to read c through: the socket itself when nothing is
 // buffered above it, so splice applies.
-func readerOf(c net.Conn) io.Reader {
+func readerOf(c net.Conn) net.Conn {
 	for {
 		switch x := c.(type) {
 		case *countedConn:
@@ -346,7 +346,7 @@ func readerOf(c net.Conn) io.Reader {
 }
 
 // writerOf is the socket under c's wrappers (writes pass straight through).
-func writerOf(c net.Conn) io.Writer {
+func writerOf(c net.Conn) net.Conn {
 	for {
 		switch x := c.(type) {
 		case *countedConn:
