@@ -239,6 +239,13 @@ pools:
 	if v := stale(); v != 0 {
 		t.Errorf("phase 1: holdfast_discovery_stale = %v, want 0 (the secondary answered)", v)
 	}
+	// The failover hid the primary's SERVFAILs from the lookup results; the
+	// per-server counter still shows them, so an operator can notice.
+	if v := metricValue(t, a, "holdfast_discovery_server_queries_total",
+		map[string]string{"server": primary.Addr, "result": "servfail"}); v < float64(servfails)/2 {
+		t.Errorf("phase 1: holdfast_discovery_server_queries_total{server=%s,result=servfail} = %v, want about %d",
+			primary.Addr, v, servfails)
+	}
 
 	// Phase 2: every resolver fails, for longer than several refreshes.
 	primary.SetFaults(dnstest.Servfail)

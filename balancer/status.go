@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/holdfast-lb/holdfast/discovery"
 	"github.com/holdfast-lb/holdfast/metrics"
 )
 
@@ -176,6 +177,14 @@ func (d *DiscoveryState) Lookup(result string) {
 	}
 }
 
+// ServerResult counts one query to one DNS server, so a primary that fails
+// while the next server covers for it is still visible.
+func (d *DiscoveryState) ServerResult(server, result string) {
+	if d.m != nil {
+		d.m.DiscoveryQueries.WithLabelValues(d.pool, server, result).Inc()
+	}
+}
+
 // Applied records a successful lookup that produced n backends.
 func (d *DiscoveryState) Applied(n int, at time.Time) {
 	d.active.Store(true)
@@ -213,3 +222,8 @@ func (d *DiscoveryState) view(now time.Time) *DiscoveryView {
 	}
 	return v
 }
+
+var (
+	_ discovery.Observer       = (*DiscoveryState)(nil)
+	_ discovery.ServerObserver = (*DiscoveryState)(nil)
+)

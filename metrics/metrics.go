@@ -21,6 +21,7 @@ type Metrics struct {
 	HealthChecks      *prometheus.CounterVec
 	Retries           *prometheus.CounterVec
 	DiscoveryLookups  *prometheus.CounterVec
+	DiscoveryQueries  *prometheus.CounterVec
 	DiscoveryStale    *prometheus.GaugeVec
 	DiscoveryBackends *prometheus.GaugeVec
 	DiscoveryLastOK   *prometheus.GaugeVec
@@ -55,6 +56,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Upstream attempts retried, by reason."}, []string{"pool", "reason"}),
 		DiscoveryLookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "discovery_lookups_total",
 			Help: "DNS lookups, by result."}, []string{"pool", "resolver", "result"}),
+		DiscoveryQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "discovery_server_queries_total",
+			Help: "DNS queries by server and result, including failures hidden by failover to the next server."}, []string{"pool", "server", "result"}),
 		DiscoveryStale: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "discovery_stale",
 			Help: "1 while the pool serves its last good set after lookup failures."}, []string{"pool"}),
 		DiscoveryBackends: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "discovery_backends",
@@ -71,7 +74,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendRequests,
 			m.BackendInflight, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
-			m.DiscoveryLookups, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
+			m.DiscoveryLookups, m.DiscoveryQueries, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
 			m.Reloads, m.ReloadFailures, m.ListenerConns)
 	}
 	return m
