@@ -4,9 +4,10 @@
 #
 # Keeps the floating IP local on every node (a /32 on lo) while only the
 # VRRP master answers ARP for it (it alone has it on INTERFACE). A node that
-# hands the address over therefore keeps sending the responses of requests
-# already in flight; without this, the kernel of the old master drops them
-# the moment keepalived removes the address, and those clients hang.
+# hands the address over therefore keeps answering whatever still reaches it
+# (requests sent before clients saw the new master's gratuitous ARP, and
+# responses already in flight); without this, its kernel drops those the
+# moment keepalived removes the address. See deploy/README.md.
 #   arp_ignore=1:   answer ARP only for addresses on the asking interface
 #   arp_announce=2: never use the floating IP as the source of own ARP requests
 set -eu
