@@ -144,7 +144,7 @@ func adminGet(t *testing.T, a *testkit.App, path string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
-// waitServing waits until every pool of the app has a routable backend.
+// waitReady waits until every pool of the app has a routable backend.
 func waitReady(t *testing.T, a *testkit.App) {
 	t.Helper()
 	testkit.WaitFor(t, 5*time.Second, "app ready", a.Ready)
@@ -708,4 +708,42 @@ pools: [{ name: api, health: { type: none }, backends: [%q, %q] }]
 			t.Errorf("%d, page lacks the pool or a backend", code)
 		}
 	})
+}
+
+// A request whose connection to a backend fails goes to another backend:
+// a dead member costs no request.
+func TestRetryOnConnectFailure(t *testing.T) {
+	b1 := testkit.StartBackend(t, "b1")
+	b2 := testkit.StartBackend(t, "b2")
+	dead := deadAddr(t)
+	a := testkit.StartApp(t, fmt.Sprintf(`
+listeners: [{ name: web, listen: "127.0.0.1:0", pool: api }]
+pools:
+  - name: api
+    health: { type: none }
+    outlier: { consecutive_failures: 0 }
+    retries: { attempts: 2, budget: "100%%", on: [connect_failure] }
+    backends: [%q, %q, %q]
+`, b1.Addr, b2.Addr, dead))
+	waitReady(t, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	url := a.URL("web", "/")
+	const n = 300
+	res := testkit.Load(ctx, 4, n, func(_ int64, r *fasthttp.Request) {
+		r.Header.SetMethod(fasthttp.MethodPost) // any method: the bytes never left holdfast
+		r.SetRequestURI(url)
+		r.SetBodyString("payload")
+	})
+	if res.OK != n {
+		t.Fatalf("want all %d OK with one dead backend: %s", n, res)
+	}
+	if got := res.ByBody["b1\n"] + res.ByBody["b2\n"]; got != n {
+		t.Errorf("answers %v", res.ByBody)
+	}
+	_, metrics := adminGet(t, a, "/metrics")
+	if !strings.Contains(metrics, `holdfast_retries_total{pool="api",reason="connect_failure"}`) ||
+		strings.Contains(metrics, `holdfast_retries_total{pool="api",reason="connect_failure"} 0`) {
+		t.Error("retries_total{reason=connect_failure} not counted")
+	}
 }
