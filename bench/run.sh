@@ -15,6 +15,7 @@
 #   HOLDFAST_BIN [bin/holdfast]                 built with `make build` if missing
 #   OUT [bench/out/<UTC timestamp>]             raw results
 #   PROXY_CPU [0] WRK_CPU [1]                   cores to pin to (backend shares WRK_CPU)
+#   TCP [1]               then the L4 row, bench/tcp.sh (its knobs: TCP_DURATION, TCP_CONNS, TCP_TARGETS)
 #
 # Adding a target: write start_<name> (sets TARGET_PID and TARGET_URL; the
 # process must be started through `spawn` so it is pinned and cleaned up) and
@@ -389,6 +390,11 @@ main() {
 	done
 
 	TARGETS=$TARGETS python3 "$ROOT/bench/report.py" median "$RESULTS" | tee "$OUT/median.txt"
+	if [ "${TCP:-1}" = 1 ]; then # the L4 row: holdfast protocol: tcp vs HAProxy mode tcp
+		echo
+		OUT=$OUT ROUNDS=$ROUNDS PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU HOLDFAST_BIN=$HOLDFAST_BIN \
+			"$ROOT/bench/tcp.sh" || log "TCP row FAILED"
+	fi
 	echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 	ln -sfn "$(basename "$OUT")" "$(dirname "$OUT")/latest" 2>/dev/null || true
 	log "raw results in ${OUT#"$ROOT"/}"
