@@ -171,6 +171,13 @@ func (p *Pool) Run(ctx context.Context) {
 				}
 			}
 			p.wg.Wait()
+			// The pool is gone (shutdown or removed by a reload): close idle
+			// upstream connections; busy ones close as their requests end.
+			if p.hooks.CloseUpstream != nil {
+				for _, e := range p.entries {
+					p.hooks.CloseUpstream(e.ep)
+				}
+			}
 			return
 		case s := <-p.sets:
 			if s.gen == p.sourceGen {
