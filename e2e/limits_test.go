@@ -95,7 +95,10 @@ func TestConnectionLimitUnder2000Clients(t *testing.T) {
 		lns = append(lns, cl)
 		addrs = append(addrs, b.Addr)
 	}
-	// No active health checks: their connections would count too.
+	// No active health checks: their connections would count too. The
+	// queue may hold a request for a while when the machine is busy (the
+	// race detector, other test packages): 2,000 requests wait for 150
+	// connections, and a 503 after queue_timeout would be a failure.
 	a := testkit.StartApp(t, fmt.Sprintf(`
 listeners:
   - { name: web, listen: 127.0.0.1:0, pool: api }
@@ -104,7 +107,7 @@ pools:
     balance: least_conn
     backends: [%s, %s, %s]
     health: { type: none }
-    limits: { max_conns_per_backend: %d, max_idle_per_backend: %d, queue_timeout: 5s }
+    limits: { max_conns_per_backend: %d, max_idle_per_backend: %d, queue_timeout: 15s }
 `, append(addrs, maxConns, maxConns)...))
 	testkit.WaitFor(t, 10*time.Second, "pool ready", func() bool { return a.Pool("api").Routable() == 3 })
 	addr := a.ListenerAddr("web").String()
