@@ -111,6 +111,9 @@ func inheritSockets(path string, log *slog.Logger) (*handoff, error) {
 			_ = uc.Close()
 			return nil, fmt.Errorf("handoff %s: socket %s: %w", path, s.Key, err)
 		}
+		if dup := h.inherited[s.Key]; dup != nil {
+			_ = dup.Close()
+		}
 		h.inherited[s.Key] = ln
 	}
 	h.prev, h.prevPID = uc, hello.PID
