@@ -52,8 +52,21 @@ func newRandom(ms []member) *Random {
 func (r *Random) Pick(_ uint64, tried []*Endpoint) *Endpoint {
 	l := len(r.schedule)
 	e := r.schedule[rand.IntN(l)]
-	for i := 0; i < 8 && len(tried) > 0 && triedHas(tried, e); i++ {
-		e = r.schedule[rand.IntN(l)]
+	if len(tried) == 0 || !triedHas(tried, e) {
+		return e
+	}
+	for range 4 {
+		if e = r.schedule[rand.IntN(l)]; !triedHas(tried, e) {
+			return e
+		}
+	}
+	// Unlucky draws: take the next untried member from a random start, so a
+	// retry never lands on a tried backend while an untried one exists.
+	start := rand.IntN(len(r.ms))
+	for k := range r.ms {
+		if m := r.ms[(start+k)%len(r.ms)]; !triedHas(tried, m.ep) {
+			return m.ep
+		}
 	}
 	return e
 }
