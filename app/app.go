@@ -385,7 +385,7 @@ func (a *App) stopListener(rt *listenerRT, drain time.Duration) {
 		rt.http.Drain()
 		_ = rt.ln.Close()
 		waitConnsClosed(ctx, rt.ln, min(keepAliveGrace, drain))
-		_ = rt.http.Server().ShutdownWithContext(ctx)
+		_ = rt.http.Shutdown(ctx) // upgraded connections too
 	case rt.tcp != nil:
 		rt.tcp.Shutdown(ctx)
 	}

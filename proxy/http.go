@@ -120,6 +120,7 @@ type HTTP struct {
 	accessLogOn atomic.Bool
 	draining    atomic.Bool
 	log         *slog.Logger
+	tunnels     tunnelSet // upgraded connections (websocket.go)
 }
 
 // NewHTTP builds an HTTP listener with its routing table.

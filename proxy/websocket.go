@@ -3,8 +3,10 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -162,9 +164,14 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target) int {
 	resp.SkipBody = true
 	idle := h.opts.IdleTimeout
 	log, pool, addr := h.log, t.Name, ep.Addr
+	tunnels := &h.tunnels
 	ctx.Hijack(func(client net.Conn) {
 		defer backend.Close()
 		defer end(status)
+		if !tunnels.add(client, backend) {
+			return // the listener is shutting down
+		}
+		defer tunnels.remove(client)
 		// Bytes the backend sent right behind its 101 go first.
 		if k := br.Buffered(); k > 0 {
 			b, _ := br.Peek(k)
@@ -227,4 +234,74 @@ func (h *HTTP) handshake(ctx *fasthttp.RequestCtx, up *Upstream, backend net.Con
 	}
 	_ = backend.SetDeadline(time.Time{})
 	return status, br, nil
+}
+
+// tunnelSet tracks a listener's upgraded connections, which fasthttp no
+// longer counts once hijacked, so a drain can wait for them and then close
+// them. The zero value is ready; safe for concurrent use.
+type tunnelSet struct {
+	mu      sync.Mutex
+	m       map[net.Conn]net.Conn // client → backend
+	wg      sync.WaitGroup
+	closing bool
+}
+
+func (ts *tunnelSet) add(client, backend net.Conn) bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.closing {
+		return false
+	}
+	if ts.m == nil {
+		ts.m = map[net.Conn]net.Conn{}
+	}
+	ts.m[client] = backend
+	ts.wg.Add(1)
+	return true
+}
+
+func (ts *tunnelSet) remove(client net.Conn) {
+	ts.mu.Lock()
+	delete(ts.m, client)
+	ts.mu.Unlock()
+	ts.wg.Done()
+}
+
+// drain refuses new tunnels, waits for open ones to end until ctx is done,
+// then closes the rest.
+func (ts *tunnelSet) drain(ctx context.Context) {
+	ts.mu.Lock()
+	ts.closing = true
+	ts.mu.Unlock()
+	done := make(chan struct{})
+	go func() { ts.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	ts.mu.Lock()
+	for c, b := range ts.m {
+		hardClose(c)
+		_ = b.Close()
+	}
+	ts.mu.Unlock()
+	<-done
+}
+
+// Tunnels is the number of upgraded (WebSocket and the like) connections
+// open on the listener.
+func (h *HTTP) Tunnels() int {
+	h.tunnels.mu.Lock()
+	defer h.tunnels.mu.Unlock()
+	return len(h.tunnels.m)
+}
+
+// Shutdown stops the listener: it stops accepting, lets requests in flight
+// and upgraded connections finish until ctx is done, then closes what is
+// left.
+func (h *HTTP) Shutdown(ctx context.Context) error {
+	err := h.srv.ShutdownWithContext(ctx)
+	h.tunnels.drain(ctx)
+	return err
 }

@@ -2,6 +2,9 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"net"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -137,6 +140,47 @@ pools:
 			}
 			<-seen
 			_ = c.Close()
+		}
+	})
+
+	t.Run("drain closes upgraded connections after timeouts.drain", func(t *testing.T) {
+		b := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: ws, listen: 127.0.0.1:0, pool: p, timeouts: { drain: 300ms } }
+pools:
+  - { name: p, backends: [%s], health: { type: none } }
+`, backend))
+		d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+		c, _, err := d.Dial("ws://"+b.ListenerAddr("ws").String()+"/echo", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		<-seen
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := c.ReadMessage(); err != nil { // welcome
+			t.Fatal(err)
+		}
+		stopped := make(chan struct{})
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b.Shutdown(ctx)
+			close(stopped)
+		}()
+		start := time.Now()
+		_, _, err = c.ReadMessage()
+		var ne net.Error
+		if err == nil || errors.As(err, &ne) && ne.Timeout() {
+			t.Fatalf("upgraded connection still open during shutdown: %v", err)
+		}
+		if el := time.Since(start); el < 250*time.Millisecond {
+			t.Fatalf("closed after %s, before timeouts.drain", el)
+		}
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Shutdown did not return")
 		}
 	})
 }
