@@ -1,15 +1,18 @@
 package proxy_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -183,4 +186,75 @@ pools:
 			t.Fatal("Shutdown did not return")
 		}
 	})
+}
+
+// TestUpgradeRawProtocol drives a non-WebSocket Upgrade by hand: header
+// names in lower case, "keep-alive, upgrade" as the Connection tokens,
+// client bytes sent right behind the request and backend bytes right
+// behind its 101 (both buffered by the HTTP parsers on the way), and a
+// half-close from the client passed through.
+func TestUpgradeRawProtocol(t *testing.T) {
+	gotReq := make(chan string, 1)
+	b := startL4Backend(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		var head strings.Builder
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if line == "\r\n" {
+				break
+			}
+			head.WriteString(line)
+		}
+		gotReq <- head.String()
+		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\nHELLO")
+		_, _ = io.Copy(c, br)
+		_ = c.(*net.TCPConn).CloseWrite()
+	})
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: web, listen: 127.0.0.1:0, pool: p }
+pools:
+  - { name: p, backends: [%s], health: { type: none } }
+`, b.Addr))
+	c := dialL4(t, a, "web")
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	req := "GET /chat HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, upgrade\r\nupgrade: echo-proto\r\n\r\nping"
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	status, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 101 ") {
+		t.Fatalf("status line %q, %v", status, err)
+	}
+	var head strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == "\r\n" {
+			break
+		}
+		head.WriteString(strings.ToLower(line))
+	}
+	if h := head.String(); !strings.Contains(h, "upgrade: echo-proto") || !strings.Contains(h, "connection: upgrade") {
+		t.Fatalf("101 lost its Upgrade/Connection headers:\n%s", h)
+	}
+	h := strings.ToLower(<-gotReq)
+	for _, want := range []string{"connection: upgrade\r\n", "upgrade: echo-proto\r\n", "x-forwarded-for: 127.0.0.1\r\n"} {
+		if !strings.Contains(h, want) {
+			t.Fatalf("backend request lacks %q:\n%s", want, h)
+		}
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "HELLOping" {
+		t.Fatalf("after the 101: %q, %v; want HELLOping then EOF", rest, err)
+	}
 }
