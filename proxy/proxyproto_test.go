@@ -264,3 +264,45 @@ func FuzzProxyProtoConn(f *testing.F) {
 		}
 	})
 }
+
+// TestProxyProtocolHashesOnClient: with consistent_hash on client_ip, the
+// address a PROXY header carries is the key, not the fronting balancer's.
+func TestProxyProtocolHashesOnClient(t *testing.T) {
+	named := func(name string) func(net.Conn) {
+		return func(c net.Conn) { _, _ = io.WriteString(c, name) }
+	}
+	b1, b2 := startL4Backend(t, named("b1")), startL4Backend(t, named("b2"))
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: l4, listen: 127.0.0.1:0, protocol: tcp, pool: p, proxy_protocol: true }
+pools:
+  - { name: p, balance: consistent_hash, backends: [%s, %s], health: { type: none } }
+`, b1.Addr, b2.Addr))
+	servedBy := func(client net.IP) string {
+		c := dialL4(t, a, "l4")
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		h, _ := proxyproto.HeaderProxyFromAddrs(2, &net.TCPAddr{IP: client, Port: 1000}, ppFront).Format()
+		if _, err := c.Write(h); err != nil {
+			t.Fatal(err)
+		}
+		name, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(name)
+	}
+	seen := map[string]bool{}
+	for i := range 32 {
+		ip := net.IPv4(203, 0, 113, byte(i+1)).To4()
+		first := servedBy(ip)
+		for range 3 {
+			if again := servedBy(ip); again != first {
+				t.Fatalf("client %s went to %s, then %s", ip, first, again)
+			}
+		}
+		seen[first] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("32 clients all hashed to %v: the PROXY address is not the key", seen)
+	}
+}

@@ -247,16 +247,8 @@ func tunnel(a, b net.Conn, idle time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- t.copy(0, b, a) }()
 	err := t.copy(1, a, b)
-	if err != nil {
-		hardClose(a)
-		hardClose(b)
-	}
-	if err2 := <-errc; err2 != nil {
-		hardClose(a)
-		hardClose(b)
-		if err == nil {
-			err = err2
-		}
+	if err2 := <-errc; err == nil {
+		err = err2
 	}
 	if t.idled.Load() {
 		return errIdle
@@ -276,8 +268,15 @@ type tunnelState struct {
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// copy moves src to dst until EOF (then half-closes dst) or an error.
-func (t *tunnelState) copy(dir int, dst, src net.Conn) error {
+// copy moves src to dst until EOF (then half-closes dst) or an error,
+// which closes both connections at once so the other direction ends too.
+func (t *tunnelState) copy(dir int, dst, src net.Conn) (err error) {
+	defer func() {
+		if err != nil {
+			hardClose(src)
+			hardClose(dst)
+		}
+	}()
 	w, r := writerOf(dst), readerOf(src)
 	_, splice := w.(*net.TCPConn)
 	if _, ok := r.(*net.TCPConn); !ok {

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -403,5 +404,83 @@ func TestTCPConnectionCap(t *testing.T) {
 	}
 	testkit.WaitFor(t, 5*time.Second, "listener gauge back to 2", func() bool {
 		return gaugeValue(t, reg, "holdfast_listener_connections", map[string]string{"listener": "l4"}) == 2
+	})
+}
+
+func TestTCPDrain(t *testing.T) {
+	e := startL4Backend(t, echo)
+	a := startL4(t, tcpConfig([]string{e.Addr}, "    timeouts: { drain: 300ms }", ""))
+	addr := a.ListenerAddr("l4").String()
+	c := dialL4(t, a, "l4")
+	if s, err := roundTrip(c, "hi", 5*time.Second); err != nil || s != "hi" {
+		t.Fatalf("echo: %q %v", s, err)
+	}
+	stopped := make(chan struct{})
+	start := time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a.Shutdown(ctx)
+		close(stopped)
+	}()
+	// The open connection keeps working through the drain…
+	if s, err := roundTrip(c, "still", 5*time.Second); err != nil || s != "still" {
+		t.Fatalf("during drain: %q %v", s, err)
+	}
+	// …and is closed once timeouts.drain has passed.
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("connection still open 10s into a 300ms drain")
+	}
+	if el := time.Since(start); el < 250*time.Millisecond {
+		t.Fatalf("closed after %s, before timeouts.drain", el)
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if c2, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		_ = c2.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := roundTrip(c2, "x", 2*time.Second); err == nil {
+			t.Fatal("a new connection was served after shutdown")
+		}
+		_ = c2.Close()
+	}
+}
+
+// TestTCPResetClosesBoth: a client that resets (rather than half-closes)
+// makes holdfast close the backend connection at once, even though the
+// backend has nothing to send.
+func TestTCPResetClosesBoth(t *testing.T) {
+	ended := make(chan error, 1)
+	b := startL4Backend(t, func(c net.Conn) {
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		ended <- err
+	})
+	a := startL4(t, tcpConfig([]string{b.Addr}, "", ""))
+	c := dialL4(t, a, "l4")
+	if _, err := io.WriteString(c, "x"); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "backend connection", func() bool {
+		return gaugeValue(t, a.Registry(), "holdfast_backend_connections", map[string]string{"pool": "p", "backend": b.Addr}) == 1
+	})
+	_ = c.SetLinger(0)
+	_ = c.Close()
+	select {
+	case err := <-ended:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("backend connection outlived the client's reset")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("backend connection outlived the client's reset")
+	}
+	testkit.WaitFor(t, 5*time.Second, "holdfast_backend_connections back to 0", func() bool {
+		return gaugeValue(t, a.Registry(), "holdfast_backend_connections", map[string]string{"pool": "p", "backend": b.Addr}) == 0
 	})
 }
