@@ -30,7 +30,7 @@ type l4Backend struct {
 	wg    sync.WaitGroup
 }
 
-func startL4Backend(t *testing.T, handle func(net.Conn)) *l4Backend {
+func startL4Backend(t testing.TB, handle func(net.Conn)) *l4Backend {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,14 +91,14 @@ func deadAddr(t *testing.T) string {
 }
 
 // startL4 starts holdfast with yaml and waits until it is ready.
-func startL4(t *testing.T, yaml string) *testkit.App {
+func startL4(t testing.TB, yaml string) *testkit.App {
 	t.Helper()
 	a := testkit.StartApp(t, yaml)
 	testkit.WaitFor(t, 5*time.Second, "holdfast ready", a.Ready)
 	return a
 }
 
-func dialL4(t *testing.T, a *testkit.App, listener string) *net.TCPConn {
+func dialL4(t testing.TB, a *testkit.App, listener string) *net.TCPConn {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", a.ListenerAddr(listener).String(), 5*time.Second)
 	if err != nil {
@@ -483,4 +483,33 @@ func TestTCPResetClosesBoth(t *testing.T) {
 	testkit.WaitFor(t, 5*time.Second, "holdfast_backend_connections back to 0", func() bool {
 		return gaugeValue(t, a.Registry(), "holdfast_backend_connections", map[string]string{"pool": "p", "backend": b.Addr}) == 0
 	})
+}
+
+// BenchmarkTCPDownload measures L4 throughput through holdfast on
+// loopback: each op reads 16 MiB that a backend streams through a tcp
+// listener, on one connection (MB/s is the figure to watch).
+func BenchmarkTCPDownload(b *testing.B) {
+	const size = 16 << 20
+	src := make([]byte, 1<<20)
+	be := startL4Backend(b, func(c net.Conn) {
+		for {
+			if _, err := c.Write(src); err != nil {
+				return
+			}
+		}
+	})
+	a := startL4(b, tcpConfig([]string{be.Addr}, "", ""))
+	c := dialL4(b, a, "l4")
+	buf := make([]byte, 1<<20)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		for got := 0; got < size; {
+			n, err := c.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got += n
+		}
+	}
 }
