@@ -177,3 +177,43 @@ pools:
 		}
 	})
 }
+
+// TestTLSBehindProxyProtocol: a fronting L4 balancer sends the PROXY
+// header in clear, then the client's TLS handshake follows on the same
+// connection; the backend sees the announced client and https.
+func TestTLSBehindProxyProtocol(t *testing.T) {
+	dir := t.TempDir()
+	crt, key, cert := writeCert(t, dir, "pp", 9, "pp.test")
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+	be := testkit.StartBackend(t, "b")
+	be.SetHandler(func(ctx *fasthttp.RequestCtx) {
+		fmt.Fprintf(ctx, "%s %s", ctx.Request.Header.Peek("X-Forwarded-For"), ctx.Request.Header.Peek("X-Forwarded-Proto"))
+	})
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    pool: p
+    proxy_protocol: true
+    tls: [{ cert_file: %q, key_file: %q }]
+pools:
+  - { name: p, backends: [%s], health: { type: none } }
+`, crt, key, be.Addr))
+	raw := dialL4(t, a, "web")
+	_ = raw.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := raw.Write(ppHeader(t, 2)); err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, &tls.Config{ServerName: "pp.test", RootCAs: roots})
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: pp.test\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, body, _ := strings.Cut(string(resp), "\r\n\r\n"); body != "203.0.113.7 https" {
+		t.Fatalf("backend saw %q, want the PROXY client and https", body)
+	}
+}
