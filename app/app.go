@@ -68,8 +68,8 @@ type poolRT struct {
 }
 
 type listenerRT struct {
-	cfg  config.Listener
-	ln   *proxy.LimitListener
+	cfg   config.Listener
+	ln    *proxy.LimitListener
 	http  *proxy.HTTP
 	tcp   *proxy.TCP
 	certs *proxy.Certs // TLS listeners: swapped on reload
