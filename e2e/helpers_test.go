@@ -6,6 +6,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,10 +46,11 @@ func TestMain(m *testing.M) {
 }
 
 // runBackend is the child process: an HTTP backend on 127.0.0.1:0 that
-// prints its address, then "B id" when a request with X-Req-Id arrives and
-// "E id" when its handler is done. Lines written to the pipe survive a
-// SIGKILL, so the parent learns exactly which requests the backend had
-// begun. It exits when its stdin closes (the parent is gone).
+// prints its address, then "R id" as soon as it has read the bytes of a
+// request with X-Req-Id from its socket, "B id" when its handler starts and
+// "E id" when the handler is done. Lines written to the pipe survive a
+// SIGKILL, so the parent learns exactly which requests had reached the
+// backend. It exits when its stdin closes (the parent is gone).
 func runBackend() {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -67,6 +69,7 @@ func runBackend() {
 		_, _ = os.Stdout.Write(b)
 		mu.Unlock()
 	}
+	ln = &idListener{Listener: ln, line: line}
 	fmt.Printf("addr %s\n", ln.Addr())
 	go func() {
 		_, _ = io.Copy(io.Discard, os.Stdin)
@@ -88,6 +91,54 @@ func runBackend() {
 	_ = srv.Serve(ln)
 }
 
+// idListener reports each X-Req-Id its connections read, the moment the
+// bytes leave the kernel for the backend process.
+type idListener struct {
+	net.Listener
+	line func(byte, []byte)
+}
+
+func (l *idListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &idConn{Conn: c, line: l.line}, nil
+}
+
+type idConn struct {
+	net.Conn
+	line func(byte, []byte)
+	tail []byte // unparsed end of the previous read, for a header split across reads
+}
+
+var reqIDHeader = []byte("X-Req-Id: ")
+
+func (c *idConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		buf := append(c.tail, p[:n]...)
+		for {
+			i := bytes.Index(buf, reqIDHeader)
+			if i < 0 {
+				break
+			}
+			rest := buf[i+len(reqIDHeader):]
+			j := bytes.IndexByte(rest, '\r')
+			if j < 0 {
+				break // the value continues in the next read
+			}
+			c.line('R', rest[:j])
+			buf = rest[j:]
+		}
+		if k := len(buf) - 64; k > 0 {
+			buf = buf[k:]
+		}
+		c.tail = append(c.tail[:0], buf...)
+	}
+	return n, err
+}
+
 // procBackend is a backend child process.
 type procBackend struct {
 	Name  string
@@ -97,8 +148,9 @@ type procBackend struct {
 	eof   chan struct{} // stdout fully read
 
 	mu    sync.Mutex
-	began map[string]bool
-	ended map[string]bool
+	read  map[string]bool // request bytes read by the backend process
+	began map[string]bool // handler started
+	ended map[string]bool // handler done
 	seen  atomic.Int64
 }
 
@@ -120,7 +172,7 @@ func startProcBackend(t *testing.T, name string, delay time.Duration) *procBacke
 		t.Fatal(err)
 	}
 	b := &procBackend{Name: name, cmd: cmd, stdin: stdin, eof: make(chan struct{}),
-		began: map[string]bool{}, ended: map[string]bool{}}
+		read: map[string]bool{}, began: map[string]bool{}, ended: map[string]bool{}}
 	t.Cleanup(func() {
 		_ = stdin.Close()
 		_ = cmd.Process.Kill() // our own child, by PID
@@ -135,6 +187,10 @@ func startProcBackend(t *testing.T, name string, delay time.Duration) *procBacke
 			switch {
 			case strings.HasPrefix(l, "addr "):
 				addr <- strings.TrimPrefix(l, "addr ")
+			case strings.HasPrefix(l, "R "):
+				b.mu.Lock()
+				b.read[l[2:]] = true
+				b.mu.Unlock()
 			case strings.HasPrefix(l, "B "):
 				b.mu.Lock()
 				b.began[l[2:]] = true
@@ -168,12 +224,12 @@ func (b *procBackend) kill(t *testing.T) {
 	}
 }
 
-// inFlight is the requests the backend had begun and not finished.
+// inFlight is the requests the backend had read and not finished.
 func (b *procBackend) inFlight() map[string]bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := map[string]bool{}
-	for id := range b.began {
+	for id := range b.read {
 		if !b.ended[id] {
 			out[id] = true
 		}
@@ -181,10 +237,11 @@ func (b *procBackend) inFlight() map[string]bool {
 	return out
 }
 
-func (b *procBackend) hasBegun(id string) bool {
+// hasRead reports whether the backend process had read request id.
+func (b *procBackend) hasRead(id string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.began[id]
+	return b.read[id]
 }
 
 // outcome is one client request's fate.
@@ -206,13 +263,52 @@ type loadStats struct {
 	ok       atomic.Int64
 	failures []outcome
 	refused  int64
+	next     int64            // last request number given out
+	inflight map[int64]string // sent, not answered: method by number
+	methods  []string         // method by number-1
 }
 
-func newLoadStats() *loadStats { return &loadStats{sent: map[string]int64{}} }
+func newLoadStats() *loadStats {
+	return &loadStats{sent: map[string]int64{}, inflight: map[int64]string{}}
+}
+
+// begin numbers a request and notes it in flight; false once max
+// requests were numbered.
+func (s *loadStats) begin(method string, max int64) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next >= max {
+		return 0, false
+	}
+	s.next++
+	s.inflight[s.next] = method
+	s.methods = append(s.methods, method)
+	return s.next, true
+}
+
+// method is the method of request id.
+func (s *loadStats) method(id int64) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.methods[id-1]
+}
+
+// inFlight returns the requests sent and not yet answered, by method, and
+// the last number given out.
+func (s *loadStats) inFlight() (map[int64]string, int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int64]string, len(s.inflight))
+	for id, m := range s.inflight {
+		out[id] = m
+	}
+	return out, s.next
+}
 
 func (s *loadStats) add(o outcome) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	delete(s.inflight, o.ID)
 	s.sent[o.Method]++
 	if o.failed() {
 		s.failures = append(s.failures, o)
@@ -248,7 +344,6 @@ type worker struct {
 // sent, numbering requests with X-Req-Id. It returns when every worker has
 // stopped. No client retries anything: every failure counts.
 func runLoad(ctx context.Context, base string, workers []worker, max int64, st *loadStats) {
-	var n atomic.Int64
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		client := &fasthttp.Client{
@@ -269,8 +364,8 @@ func runLoad(ctx context.Context, base string, workers []worker, max int64, st *
 			defer fasthttp.ReleaseRequest(req)
 			defer fasthttp.ReleaseResponse(resp)
 			for ctx.Err() == nil {
-				i := n.Add(1)
-				if i > max {
+				i, ok := st.begin(w.Method, max)
+				if !ok {
 					return
 				}
 				req.Reset()

@@ -284,10 +284,19 @@ func (u *Upstream) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 			hc.CloseConn(c)
 			continue
 		}
+		reused := uc != nil && uc.used
 		if uc != nil {
 			uc.used = true
 		}
-		return false, u.exchange(hc, c, c.Conn(), uc, req, resp)
+		err = u.exchange(hc, c, c.Conn(), uc, req, resp)
+		if err != nil && reused && tries < 4 && stageOf(err) == stageWrite && !req.IsBodyStream() {
+			// A pooled connection the backend had closed (its keep-alive
+			// timeout is shorter than ours): the request never reached it.
+			// Send it again on another connection to the same backend
+			// rather than spend a retry and count a failure against it.
+			continue
+		}
+		return false, err
 	}
 }
 
