@@ -210,19 +210,40 @@ var errIdle = errors.New("idle timeout")
 // two TCP sockets the kernel's splice path does the copying.
 //
 // With idle > 0, both connections are closed once no byte has moved either
-// way for idle (noticed within idle/2 after). Splice is kept: rather than a
+// way for idle (noticed within idle/4 after). Splice is kept: rather than a
 // deadline refreshed per read, each direction's copy is cut every idle/4
-// by a read deadline to record progress, and a timer checks it.
+// by a read deadline to record what it read, a timer checks, and before
+// it closes it asks the kernel whether either peer acknowledged bytes
+// since (a copy blocked writing to a slow reader records nothing itself).
 func tunnel(a, b net.Conn, idle time.Duration) error {
 	t := &tunnelState{idle: idle}
 	if idle > 0 {
 		now := time.Now().UnixNano()
 		t.last[0].Store(now)
 		t.last[1].Store(now)
+		// A direction blocked writing to a slow reader records nothing
+		// until its write completes; the kernel's count of bytes the peer
+		// acknowledged shows that progress.
+		socks := [2]net.Conn{socketOf(a), socketOf(b)}
+		var acked [2]uint64
+		for i, c := range socks {
+			acked[i], _ = bytesAcked(c)
+		}
 		var fire func()
 		fire = func() {
+			now := time.Now().UnixNano()
 			last := max(t.last[0].Load(), t.last[1].Load())
-			if wait := time.Duration(last + int64(idle) - time.Now().UnixNano()); wait > 0 {
+			moved := false
+			for i, c := range socks {
+				if n, ok := bytesAcked(c); ok && n != acked[i] {
+					acked[i], moved = n, true
+				}
+			}
+			if moved && now-last >= int64(idle) {
+				last = now
+				t.last[0].Store(now)
+			}
+			if wait := time.Duration(last + int64(idle) - now); wait > 0 {
 				t.mu.Lock()
 				if !t.done {
 					t.timer.Reset(wait)
@@ -360,6 +381,15 @@ func writerOf(c net.Conn) net.Conn {
 			return c
 		}
 	}
+}
+
+// socketOf is the TCP socket under c, below TLS too (for TCP_INFO).
+func socketOf(c net.Conn) net.Conn {
+	c = writerOf(c)
+	if x, ok := c.(interface{ NetConn() net.Conn }); ok { // *tls.Conn
+		c = writerOf(x.NetConn())
+	}
+	return c
 }
 
 // hardClose closes c, and the connection under a hijacked one (whose own
