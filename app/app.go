@@ -86,10 +86,24 @@ func New(cfg *config.Config, o Options) *App {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	return &App{
+	a := &App{
 		opts: o, log: o.Log, reg: reg, m: metrics.New(reg), cfg: cfg,
 		pools: map[string]*poolRT{}, listeners: map[string]*listenerRT{},
 	}
+	a.m.SetInflightSource(func(set func(pool, backend string, v float64)) {
+		a.mu.Lock()
+		pools := make([]*balancer.Pool, 0, len(a.pools))
+		for _, rt := range a.pools {
+			pools = append(pools, rt.pool)
+		}
+		a.mu.Unlock()
+		for _, p := range pools {
+			for _, ep := range p.Endpoints() {
+				set(p.Name(), ep.Addr, float64(ep.Inflight()))
+			}
+		}
+	})
+	return a
 }
 
 // Registry is where the App's metrics are registered.

@@ -40,6 +40,7 @@ type Hooks struct {
 }
 
 type snapshot struct {
+	all      []*Endpoint // every endpoint, draining ones included
 	picker   Picker
 	routable int
 	total    int
@@ -122,6 +123,10 @@ func NewPool(o *Options, hooks Hooks, m *metrics.Metrics, log *slog.Logger) *Poo
 	p.snap.Store(&snapshot{picker: emptyPicker{}})
 	return p
 }
+
+// Endpoints returns every endpoint of the pool, draining ones included, as
+// of the last rebuild. Safe for concurrent use; do not modify the slice.
+func (p *Pool) Endpoints() []*Endpoint { return p.snap.Load().all }
 
 // Name is the pool's name.
 func (p *Pool) Name() string { return p.name }
@@ -523,7 +528,12 @@ func (p *Pool) rebuild() {
 	} else if !panicMode && p.snap.Load().panic {
 		p.log.Info("panic mode over", "routable", routable, "total", len(live))
 	}
+	all := make([]*Endpoint, 0, len(p.entries))
+	for _, e := range p.entries {
+		all = append(all, e.ep)
+	}
 	p.snap.Store(&snapshot{
+		all:      all,
 		picker:   newPicker(o.Balance, ms),
 		routable: routable,
 		total:    len(live),

@@ -3,6 +3,8 @@
 package metrics
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -28,6 +30,31 @@ type Metrics struct {
 	Reloads           prometheus.Counter
 	ReloadFailures    prometheus.Counter
 	ListenerConns     *prometheus.GaugeVec
+
+	inflightSource atomic.Pointer[func(set func(pool, backend string, v float64))]
+}
+
+// SetInflightSource gives the function that reports every backend's
+// in-flight count when /metrics is scraped. The request path keeps the count
+// in an atomic on the endpoint; updating a float gauge there too would cost
+// two compare-and-swap loops per request for a value read once a scrape.
+func (m *Metrics) SetInflightSource(f func(set func(pool, backend string, v float64))) {
+	m.inflightSource.Store(&f)
+}
+
+// syncedGauge sets its values from a source just before it is collected.
+type syncedGauge struct {
+	vec  *prometheus.GaugeVec
+	sync *atomic.Pointer[func(set func(pool, backend string, v float64))]
+}
+
+func (g *syncedGauge) Describe(ch chan<- *prometheus.Desc) { g.vec.Describe(ch) }
+
+func (g *syncedGauge) Collect(ch chan<- prometheus.Metric) {
+	if f := g.sync.Load(); f != nil {
+		(*f)(func(pool, backend string, v float64) { g.vec.WithLabelValues(pool, backend).Set(v) })
+	}
+	g.vec.Collect(ch)
 }
 
 // New builds the collectors and registers them on reg (nil: not registered).
@@ -73,7 +100,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendRequests,
-			m.BackendInflight, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
+			&syncedGauge{vec: m.BackendInflight, sync: &m.inflightSource}, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
 			m.DiscoveryLookups, m.DiscoveryQueries, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
 			m.Reloads, m.ReloadFailures, m.ListenerConns)
 	}
@@ -110,16 +137,14 @@ func (m *Metrics) ForRequests(listener, pool string) *RequestSet {
 
 // BackendSet holds one backend's hot-path collectors.
 type BackendSet struct {
-	ByClass  [6]prometheus.Counter
-	Inflight prometheus.Gauge
-	Conns    prometheus.Gauge
+	ByClass [6]prometheus.Counter
+	Conns   prometheus.Gauge
 }
 
 // ForBackend resolves the counters of a backend.
 func (m *Metrics) ForBackend(pool, backend string) *BackendSet {
 	s := &BackendSet{
-		Inflight: m.BackendInflight.WithLabelValues(pool, backend),
-		Conns:    m.BackendConns.WithLabelValues(pool, backend),
+		Conns: m.BackendConns.WithLabelValues(pool, backend),
 	}
 	for i := 1; i < len(CodeClasses); i++ {
 		s.ByClass[i] = m.BackendRequests.WithLabelValues(pool, backend, CodeClasses[i])

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -107,8 +108,11 @@ type HTTPOptions struct {
 	WriteTimeout   time.Duration
 	IdleTimeout    time.Duration
 	AccessLog      bool
-	Log            *slog.Logger
-	Metrics        *metrics.Metrics
+	// AccessLogger receives one JSON line per request when AccessLog is on;
+	// nil writes JSON to standard output, as SPEC.md says.
+	AccessLogger *slog.Logger
+	Log          *slog.Logger
+	Metrics      *metrics.Metrics
 }
 
 // HTTP is one HTTP listener's server. Safe for concurrent use; the routing
@@ -131,6 +135,9 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	}
 	h.routes.Store(rt)
 	h.accessLogOn.Store(o.AccessLog)
+	if h.opts.AccessLogger == nil {
+		h.opts.AccessLogger = slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	}
 	maxBody := int(o.MaxBodyBytes)
 	if maxBody <= 0 {
 		maxBody = math.MaxInt
@@ -229,17 +236,19 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	r := h.routes.Load().match(ctx.Request.Header.Host(), ctx.Path())
 	t := r.target
 	var status int
+	var end time.Time
 	if isUpgrade(&ctx.Request.Header) {
 		status = h.upgrade(ctx, t)
+		end = time.Now()
 	} else {
-		status = h.proxy(ctx, t)
+		status, end = h.proxy(ctx, t)
 		if h.draining.Load() {
 			ctx.SetConnectionClose()
 		}
 	}
 	if rs := r.metrics; rs != nil {
 		rs.ByClass[metrics.ClassIndex(status)].Inc()
-		rs.Duration.Observe(time.Since(ctx.Time()).Seconds())
+		rs.Duration.Observe(end.Sub(ctx.Time()).Seconds())
 	}
 	if h.accessLogOn.Load() {
 		h.accessLog(ctx, t, status)
@@ -247,14 +256,14 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 }
 
 func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, t *Target, status int) {
-	h.log.Info("request",
+	h.opts.AccessLogger.Info("request",
 		"listener", h.opts.Name, "pool", t.Name,
 		"method", string(ctx.Method()), "host", string(ctx.Host()), "path", string(ctx.Path()),
 		"status", status, "client", ctx.RemoteIP().String(),
 		"duration_ms", float64(time.Since(ctx.Time()).Microseconds())/1000)
 }
 
-func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) int {
+func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) (int, time.Time) {
 	req, resp := &ctx.Request, &ctx.Response
 	cfg := t.cfg.Load()
 	t.deposit(cfg.Retry.Budget)
@@ -274,6 +283,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) int {
 	// every request an allocation.
 	var tried []*balancer.Endpoint
 	picker := t.Pool.Picker()
+	attemptStart, attempted := ctx.Time(), false
 	status := 0
 	for attempt := 0; ; attempt++ {
 		ep := picker.Pick(hash, tried)
@@ -284,15 +294,12 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) int {
 		}
 		up := ep.Upstream.(*Upstream)
 		ep.Begin()
-		if s := ep.Stats; s != nil {
-			s.Inflight.Inc()
-		}
-		start := time.Now()
 		err := up.hc.Do(req, resp)
-		ep.End(time.Since(start))
-		if s := ep.Stats; s != nil {
-			s.Inflight.Dec()
-		}
+		// One clock read per attempt serves the latency average, the next
+		// attempt's start and the request duration.
+		now := time.Now()
+		ep.End(now.Sub(attemptStart))
+		attemptStart, attempted = now, true
 		if err == nil {
 			status = resp.StatusCode()
 			if status >= 500 {
@@ -346,7 +353,10 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) int {
 	if closeClient {
 		ctx.SetConnectionClose()
 	}
-	return status
+	if !attempted {
+		attemptStart = time.Now() // answered without an upstream attempt
+	}
+	return status, attemptStart
 }
 
 // retriable says whether a failed attempt may go to another backend: a

@@ -190,10 +190,6 @@ func (p *TCP) handle(client net.Conn) {
 		}
 	}
 	ep.Begin()
-	if s := ep.Stats; s != nil {
-		s.Inflight.Inc()
-		defer s.Inflight.Dec()
-	}
 	start := time.Now()
 	defer func() { ep.End(time.Since(start)) }()
 	if err := tunnel(client, backend, p.opts.IdleTimeout); err != nil {

@@ -65,7 +65,8 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target) int {
 	if cl := req.Header.ContentLength(); cl > 0 || cl == -1 {
 		// An upgrade carrying a body is served as a plain request (the
 		// Upgrade header is dropped as hop-by-hop).
-		return h.proxy(ctx, t)
+		status, _ := h.proxy(ctx, t)
+		return status
 	}
 	var upBuf [64]byte
 	upgradeTo := upBuf[:0]
@@ -127,14 +128,10 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target) int {
 	}
 	up := ep.Upstream.(*Upstream)
 	ep.Begin()
-	if s := ep.Stats; s != nil {
-		s.Inflight.Inc()
-	}
 	start := time.Now()
 	end := func(status int) {
 		ep.End(time.Since(start))
 		if s := ep.Stats; s != nil {
-			s.Inflight.Dec()
 			s.ByClass[metrics.ClassIndex(status)].Inc()
 		}
 	}
