@@ -58,7 +58,12 @@ func applyDefaults(c *Config, w *walker) {
 	for i := range c.Pools {
 		pl := &c.Pools[i]
 		p := fmt.Sprintf("pools[%d]", i)
-		setStr(w, p+".balance", &pl.Balance, "round_robin")
+		// least_conn suits long-lived L4 connections; HTTP requests are short.
+		def := "round_robin"
+		if usedOnlyByTCP(c, pl.Name) {
+			def = "least_conn"
+		}
+		setStr(w, p+".balance", &pl.Balance, def)
 		setStr(w, p+".hash_key", &pl.HashKey, "client_ip")
 		// Backend weights default to 1 in BackendSpec.UnmarshalYAML: the
 		// walker does not descend into backends, so it cannot tell an
@@ -105,4 +110,28 @@ func applyDefaults(c *Config, w *walker) {
 		setDur(w, tp+".response", &pl.Timeouts.Response, 30*time.Second)
 		setDur(w, tp+".idle", &pl.Timeouts.Idle, 60*time.Second)
 	}
+}
+
+// usedOnlyByTCP reports whether pool is the pool of tcp listeners only.
+func usedOnlyByTCP(c *Config, pool string) bool {
+	tcp := false
+	for _, l := range c.Listeners {
+		if l.Pool != pool && !routesTo(l, pool) {
+			continue
+		}
+		if l.Protocol != "tcp" {
+			return false
+		}
+		tcp = true
+	}
+	return tcp
+}
+
+func routesTo(l Listener, pool string) bool {
+	for _, r := range l.Routes {
+		if r.Pool == pool {
+			return true
+		}
+	}
+	return false
 }

@@ -299,6 +299,12 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 	if o.MaxEjection < o.Ejection {
 		w.errorf(op+".max_ejection", "must not be below ejection")
 	}
+	if pl.SendProxyProtocol != "" && usedByHTTP(c, pl.Name) {
+		// HTTP keep-alive connections to a backend are shared by many
+		// clients, so one PROXY header cannot name the client; holdfast
+		// passes it in X-Forwarded-For instead.
+		w.errorf(p+".send_proxy_protocol", "applies to pools behind tcp listeners only; http listeners pass the client address in X-Forwarded-For")
+	}
 	switch pl.SendProxyProtocol {
 	case "", "v1", "v2":
 	default:
@@ -325,4 +331,14 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 	positive(w, p+".timeouts.connect", pl.Timeouts.Connect)
 	positive(w, p+".timeouts.response", pl.Timeouts.Response)
 	positive(w, p+".timeouts.idle", pl.Timeouts.Idle)
+}
+
+// usedByHTTP reports whether an http listener sends requests to pool.
+func usedByHTTP(c *Config, pool string) bool {
+	for _, l := range c.Listeners {
+		if l.Protocol != "tcp" && (l.Pool == pool || routesTo(l, pool)) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,48 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestBalanceDefaultFollowsProtocol(t *testing.T) {
+	tests := []struct {
+		name, listeners, want string
+	}{
+		{name: "tcp only", want: "least_conn",
+			listeners: "  - { name: db, listen: 127.0.0.1:5432, protocol: tcp, pool: p }\n"},
+		{name: "http", want: "round_robin",
+			listeners: "  - { name: web, listen: 127.0.0.1:8080, pool: p }\n"},
+		{name: "tcp and http", want: "round_robin",
+			listeners: "  - { name: db, listen: 127.0.0.1:5432, protocol: tcp, pool: p }\n  - { name: web, listen: 127.0.0.1:8080, pool: p }\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse([]byte("listeners:\n" + tc.listeners + "pools:\n  - { name: p, backends: [127.0.0.1:1] }\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Pools[0].Balance; got != tc.want {
+				t.Errorf("balance = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	cfg, err := Parse([]byte("listeners:\n  - { name: db, listen: 127.0.0.1:5432, protocol: tcp, pool: p }\npools:\n  - { name: p, balance: random, backends: [127.0.0.1:1] }\n"))
+	if err != nil || cfg.Pools[0].Balance != "random" {
+		t.Errorf("an explicit balance must win: %v %v", cfg, err)
+	}
+}
+
+func TestSendProxyProtocolNeedsTCPListeners(t *testing.T) {
+	doc := func(proto string) string {
+		return "listeners:\n  - { name: l, listen: 127.0.0.1:8080, protocol: " + proto + ", pool: p }\n" +
+			"pools:\n  - { name: p, send_proxy_protocol: v2, backends: [127.0.0.1:1] }\n"
+	}
+	if _, err := Parse([]byte(doc("tcp"))); err != nil {
+		t.Fatalf("tcp listener: %v", err)
+	}
+	_, err := Parse([]byte(doc("http")))
+	if err == nil || !strings.Contains(err.Error(), "pools[0].send_proxy_protocol: applies to pools behind tcp listeners only") {
+		t.Fatalf("http listener: got %v", err)
+	}
+}
