@@ -123,7 +123,7 @@ pools:
 		if err := cur.waitExit(t, 60*time.Second); err != nil {
 			t.Fatalf("holdfast-%d exited with %v", gen-1, err)
 		}
-		if !cur.log.contains("handoff: a new process took over") {
+		if !cur.log.contains("a new process took over the listening sockets; draining") {
 			t.Errorf("holdfast-%d did not log the takeover", gen-1)
 		}
 		waitFor(t, 30*time.Second, fmt.Sprintf("load on holdfast-%d alone", gen), okAfter(1000))

@@ -74,9 +74,11 @@ type handoff struct {
 	// process started with (admin.listen changes apply on restart only).
 	adminKey string
 
-	mu      sync.Mutex
-	ln      *net.UnixListener
-	stopped bool
+	mu       sync.Mutex
+	ln       *net.UnixListener
+	stopped  bool
+	pending  chan struct{} // closed when the exchange in progress ends
+	tookOver bool          // a successor answered "ok"
 }
 
 // inheritSockets connects to the process serving path, if any, and
@@ -249,6 +251,30 @@ func listenReplacing(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
+// successorServing reports whether a successor has taken over. If the
+// sockets were just sent to one, it waits up to wait for its answer: a
+// SIGTERM sent as soon as the new process logs that it serves may arrive
+// before that answer is read.
+func (h *handoff) successorServing(wait time.Duration) bool {
+	if h == nil {
+		return false
+	}
+	h.mu.Lock()
+	p := h.pending
+	h.mu.Unlock()
+	if p != nil {
+		t := time.NewTimer(wait)
+		select {
+		case <-p:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.tookOver
+}
+
 // stop stops serving successors (this process drains for another reason).
 func (h *handoff) stop() {
 	if h == nil {
@@ -320,7 +346,18 @@ func samePeer(c *net.UnixConn) error {
 }
 
 // handTo sends the sockets to one successor and waits for its answer.
-func (h *handoff) handTo(a *app.App, c *net.UnixConn) (bool, error) {
+func (h *handoff) handTo(a *app.App, c *net.UnixConn) (ok bool, err error) {
+	done := make(chan struct{})
+	h.mu.Lock()
+	h.pending = done
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.tookOver = ok
+		h.pending = nil
+		h.mu.Unlock()
+		close(done)
+	}()
 	hello := handoffHello{PID: os.Getpid(), Version: version}
 	var lns []net.Listener
 	for addr, ln := range a.Listeners() {

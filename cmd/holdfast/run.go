@@ -92,6 +92,13 @@ func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff
 				if drained == nil {
 					_, _ = a.Reload()
 				}
+			case drained == nil && ho.successorServing(5*time.Second):
+				// The takeover is done but not yet seen above.
+				log.Info("signal received after a new process took over the listening sockets; draining", "signal", s.String())
+				takeover = nil
+				handedOver = true
+				drained = make(chan struct{})
+				go func() { a.HandOver(context.Background()); close(drained) }()
 			case drained == nil:
 				log.Info("signal received, draining", "signal", s.String())
 				ho.stop()
