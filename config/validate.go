@@ -76,19 +76,24 @@ func ParseStatusRanges(s string) ([][2]int, error) {
 	return out, nil
 }
 
+// uniqueName reports a missing or repeated name and records it in seen.
+func uniqueName(w *walker, path, kind, name string, seen map[string]bool) {
+	switch {
+	case name == "":
+		w.errorf(path+".name", "missing name")
+	case seen[name]:
+		w.errorf(path+".name", "duplicate %s name %q", kind, name)
+	}
+	seen[name] = true
+}
+
 func validate(c *Config, w *walker) {
 	checkListen(w, "admin.listen", c.Admin.Listen)
 
 	resolvers := map[string]bool{}
 	for i, r := range c.Resolvers {
 		p := fmt.Sprintf("resolvers[%d]", i)
-		switch {
-		case r.Name == "":
-			w.errorf(p+".name", "missing name")
-		case resolvers[r.Name]:
-			w.errorf(p+".name", "duplicate resolver name %q", r.Name)
-		}
-		resolvers[r.Name] = true
+		uniqueName(w, p, "resolver", r.Name, resolvers)
 		if len(r.Servers) == 0 {
 			w.errorf(p+".servers", "at least one server is needed")
 		}
@@ -107,13 +112,7 @@ func validate(c *Config, w *walker) {
 	pools := map[string]bool{}
 	for i, pl := range c.Pools {
 		p := fmt.Sprintf("pools[%d]", i)
-		switch {
-		case pl.Name == "":
-			w.errorf(p+".name", "missing name")
-		case pools[pl.Name]:
-			w.errorf(p+".name", "duplicate pool name %q", pl.Name)
-		}
-		pools[pl.Name] = true
+		uniqueName(w, p, "pool", pl.Name, pools)
 		validatePool(c, w, p, &pl, resolvers)
 	}
 
@@ -123,13 +122,7 @@ func validate(c *Config, w *walker) {
 	names, addrs := map[string]bool{}, map[string]string{}
 	for i, l := range c.Listeners {
 		p := fmt.Sprintf("listeners[%d]", i)
-		switch {
-		case l.Name == "":
-			w.errorf(p+".name", "missing name")
-		case names[l.Name]:
-			w.errorf(p+".name", "duplicate listener name %q", l.Name)
-		}
-		names[l.Name] = true
+		uniqueName(w, p, "listener", l.Name, names)
 		if l.Listen == "" {
 			w.errorf(p+".listen", "missing listen address")
 		} else {
