@@ -69,18 +69,22 @@ func TestHandoffUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	port, adminPort := freePort(t), freePort(t)
 	cfg := filepath.Join(dir, "holdfast.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
+	writeConfig := func(backends string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`
 admin: { listen: 127.0.0.1:%d }
-drain_delay: 0s
+drain_delay: 5s
 listeners:
   - { name: web, listen: 127.0.0.1:%d, pool: api }
 pools:
   - name: api
-    backends: [%s, %s]
+    backends: [%s]
     health: { type: tcp, interval: 500ms }
-`, adminPort, port, b1.Addr, b2.Addr)), 0o600); err != nil {
-		t.Fatal(err)
+`, adminPort, port, backends)), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	writeConfig(b1.Addr + ", " + b2.Addr)
 	sock := filepath.Join(dir, "handoff.sock")
 	args := []string{"--log-format", "text", "run", "-c", cfg, "--handoff", sock}
 	readyURL := fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort)
@@ -113,6 +117,10 @@ pools:
 	waitFor(t, 30*time.Second, "load on the first holdfast", okAfter(500))
 
 	for gen := 1; gen <= 2; gen++ {
+		if gen == 2 {
+			// A restart with a new config works the same way.
+			writeConfig(b2.Addr)
+		}
 		next := startHoldfast(t, fmt.Sprintf("holdfast-%d", gen), args...)
 		waitFor(t, 60*time.Second, fmt.Sprintf("holdfast-%d serving on the handed-over sockets", gen), func() bool {
 			return next.log.contains("handoff: serving; previous process drains")
@@ -129,6 +137,13 @@ pools:
 		waitFor(t, 30*time.Second, fmt.Sprintf("load on holdfast-%d alone", gen), okAfter(1000))
 		if !ready() {
 			t.Errorf("holdfast-%d not ready on the inherited admin socket", gen)
+		}
+		if gen == 2 {
+			for range 4 {
+				if _, body, err := testkit.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err != nil || body != "b2\n" {
+					t.Errorf("holdfast-2 (new config: b2 only) answered %q, %v", body, err)
+				}
+			}
 		}
 		cur = next
 	}
