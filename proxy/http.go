@@ -236,19 +236,19 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	r := h.routes.Load().match(ctx.Request.Header.Host(), ctx.Path())
 	t := r.target
 	var status int
-	var end time.Time
+	var took time.Duration
 	if isUpgrade(&ctx.Request.Header) {
 		status = h.upgrade(ctx, t)
-		end = time.Now()
+		took = time.Since(ctx.Time())
 	} else {
-		status, end = h.proxy(ctx, t)
+		status, took = h.proxy(ctx, t)
 		if h.draining.Load() {
 			ctx.SetConnectionClose()
 		}
 	}
 	if rs := r.metrics; rs != nil {
 		rs.ByClass[metrics.ClassIndex(status)].Inc()
-		rs.Duration.Observe(end.Sub(ctx.Time()).Seconds())
+		rs.Duration.Observe(took.Seconds())
 	}
 	if h.accessLogOn.Load() {
 		h.accessLog(ctx, t, status)
@@ -263,7 +263,7 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, t *Target, status int) {
 		"duration_ms", float64(time.Since(ctx.Time()).Microseconds())/1000)
 }
 
-func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) (int, time.Time) {
+func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) (int, time.Duration) {
 	req, resp := &ctx.Request, &ctx.Response
 	cfg := t.cfg.Load()
 	t.deposit(cfg.Retry.Budget)
@@ -283,7 +283,11 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) (int, time.Time) {
 	// every request an allocation.
 	var tried []*balancer.Endpoint
 	picker := t.Pool.Picker()
-	attemptStart, attempted := ctx.Time(), false
+	// Elapsed time since the request was read: each clock read is one
+	// monotonic read (time.Since), serving the latency average, the next
+	// attempt's start and the request duration.
+	var elapsed time.Duration
+	attempted := false
 	status := 0
 	for attempt := 0; ; attempt++ {
 		ep := picker.Pick(hash, tried)
@@ -295,11 +299,9 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) (int, time.Time) {
 		up := ep.Upstream.(*Upstream)
 		ep.Begin()
 		err := up.hc.Do(req, resp)
-		// One clock read per attempt serves the latency average, the next
-		// attempt's start and the request duration.
-		now := time.Now()
-		ep.End(now.Sub(attemptStart))
-		attemptStart, attempted = now, true
+		prev := elapsed
+		elapsed, attempted = time.Since(ctx.Time()), true
+		ep.End(elapsed - prev)
 		if err == nil {
 			status = resp.StatusCode()
 			if status >= 500 {
@@ -354,9 +356,9 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) (int, time.Time) {
 		ctx.SetConnectionClose()
 	}
 	if !attempted {
-		attemptStart = time.Now() // answered without an upstream attempt
+		elapsed = time.Since(ctx.Time()) // answered without an upstream attempt
 	}
-	return status, attemptStart
+	return status, elapsed
 }
 
 // retriable says whether a failed attempt may go to another backend: a

@@ -84,7 +84,12 @@ type upConn struct {
 	used     bool
 	wrote    bool // a request went out; the next read waits for its answer
 	closed   atomic.Bool
-	deadline time.Time // current read/write deadline; zero when none
+	// born is when the connection was made (with a monotonic reading);
+	// deadline is the current read/write deadline as an offset from born,
+	// 0 when none. Offsets cost one monotonic clock read per check, where
+	// time.Now reads two clocks.
+	born     time.Time
+	deadline time.Duration
 	// sent counts the bytes written and acked0 is the kernel's count of
 	// acknowledged bytes at dial, to tell whether the backend received a
 	// request (see unacked).
@@ -152,16 +157,17 @@ func bytesAcked(c net.Conn) (uint64, bool) {
 // away, resetting it only when less than d−d/16 is left: a timer update per
 // request costs more than the response timeout's 1/16 of slack is worth.
 // The connection is used by one request at a time, so no lock is needed.
-func (c *upConn) extendDeadline(now time.Time, d time.Duration) error {
-	if !c.deadline.IsZero() && c.deadline.Sub(now) > d-d/16 {
+func (c *upConn) extendDeadline(d time.Duration) error {
+	now := time.Since(c.born)
+	if c.deadline != 0 && c.deadline-now > d-d/16 {
 		return nil
 	}
-	c.deadline = now.Add(d)
-	return c.Conn.SetDeadline(c.deadline)
+	c.deadline = now + d
+	return c.Conn.SetDeadline(c.born.Add(c.deadline))
 }
 
 func (c *upConn) clearDeadline() {
-	c.deadline = time.Time{}
+	c.deadline = 0
 	_ = c.Conn.SetDeadline(time.Time{})
 }
 
@@ -190,7 +196,7 @@ func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if s := u.ep.Stats; s != nil {
 		s.Conns.Inc()
 	}
-	uc := &upConn{Conn: c, ep: u.ep}
+	uc := &upConn{Conn: c, ep: u.ep, born: time.Now()}
 	uc.acked0, _ = bytesAcked(c)
 	return uc, nil
 }
@@ -324,7 +330,7 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, uc *
 	if t := u.cfg.ResponseTimeout; t > 0 {
 		var err error
 		if uc != nil {
-			err = uc.extendDeadline(time.Now(), t)
+			err = uc.extendDeadline(t)
 		} else {
 			err = conn.SetDeadline(time.Now().Add(t))
 		}
