@@ -46,3 +46,27 @@ func TestSendProxyProtocolNeedsTCPListeners(t *testing.T) {
 		t.Fatalf("http listener: got %v", err)
 	}
 }
+
+// SPEC.md shows `tls: [{cert_file: "", key_file: ""}]` as the default: an
+// entry with neither file means no TLS; one with a single file is an error.
+func TestEmptyTLSEntryMeansNoTLS(t *testing.T) {
+	cfg, err := Parse([]byte(`listeners:
+  - { name: web, listen: 127.0.0.1:8080, pool: p, tls: [ { cert_file: "", key_file: "" } ] }
+pools:
+  - { name: p, backends: [127.0.0.1:1] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(cfg.Listeners[0].TLS); n != 0 {
+		t.Errorf("%d TLS entries kept, want 0", n)
+	}
+	_, err = Parse([]byte(`listeners:
+  - { name: web, listen: 127.0.0.1:8080, pool: p, tls: [ { cert_file: "a.pem" } ] }
+pools:
+  - { name: p, backends: [127.0.0.1:1] }
+`))
+	if err == nil || !strings.Contains(err.Error(), "listeners[0].tls[0]: cert_file and key_file are both needed (line 2)") {
+		t.Errorf("half a TLS entry: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -90,6 +91,11 @@ func Parse(data []byte) (*Config, error) {
 	validate(&cfg, w)
 	if w.errs != nil {
 		return nil, w.sorted()
+	}
+	for i := range cfg.Listeners {
+		cfg.Listeners[i].TLS = slices.DeleteFunc(cfg.Listeners[i].TLS, func(t TLSCert) bool {
+			return t.CertFile == "" && t.KeyFile == ""
+		})
 	}
 	return &cfg, nil
 }

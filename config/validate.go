@@ -167,6 +167,9 @@ func validate(c *Config, w *walker) {
 		}
 		for j, t := range l.TLS {
 			tp := fmt.Sprintf("%s.tls[%d]", p, j)
+			if t.CertFile == "" && t.KeyFile == "" {
+				continue // SPEC.md's default entry: no TLS (dropped after validation)
+			}
 			if t.CertFile == "" || t.KeyFile == "" {
 				w.errorf(tp, "cert_file and key_file are both needed")
 				continue
