@@ -80,10 +80,10 @@ func (u *Upstream) Conns() int { return u.hc.ConnsCount() }
 // upConn counts itself on the endpoint while open.
 type upConn struct {
 	net.Conn
-	ep       *balancer.Endpoint
-	used     bool
-	wrote    bool // a request went out; the next read waits for its answer
-	closed   atomic.Bool
+	ep     *balancer.Endpoint
+	used   bool
+	wrote  bool // a request went out; the next read waits for its answer
+	closed atomic.Bool
 	// born is when the connection was made (with a monotonic reading);
 	// deadline is the current read/write deadline as an offset from born,
 	// 0 when none. Offsets cost one monotonic clock read per check, where

@@ -160,9 +160,9 @@ func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 // Result is what a load run saw.
 type Result struct {
 	Sent, OK, Failed int64
-	ByStatus        map[int]int64
-	ByBody          map[string]int64
-	Errors          map[string]int64
+	ByStatus         map[int]int64
+	ByBody           map[string]int64
+	Errors           map[string]int64
 }
 
 // Load sends requests from workers goroutines until ctx ends or max
