@@ -80,7 +80,9 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 	if l.gauge != nil {
 		l.gauge.Inc()
 	}
-	return &countedConn{Conn: c, l: l}, nil
+	cc := &countedConn{Conn: c, l: l}
+	cc.direct = cc.io.init(c)
+	return cc, nil
 }
 
 // Close stops accepting.
@@ -94,11 +96,17 @@ type countedConn struct {
 	l     *LimitListener
 	once  atomic.Bool
 	wrote atomic.Bool
+	// io issues the socket calls directly when direct is set.
+	io     sockIO
+	direct bool
 }
 
 // Write notes that an answer went out; the client's next request follows it.
 func (c *countedConn) Write(p []byte) (int, error) {
 	c.wrote.Store(true)
+	if c.direct {
+		return c.io.write(p)
+	}
 	return c.Conn.Write(p)
 }
 
@@ -109,6 +117,9 @@ func (c *countedConn) Read(p []byte) (int, error) {
 	if c.wrote.Load() {
 		c.wrote.Store(false)
 		runtime.Gosched()
+	}
+	if c.direct {
+		return c.io.read(p)
 	}
 	return c.Conn.Read(p)
 }

@@ -90,6 +90,9 @@ type upConn struct {
 	// time.Now reads two clocks.
 	born     time.Time
 	deadline time.Duration
+	// io issues the socket calls directly when direct is set.
+	io     sockIO
+	direct bool
 	// sent counts the bytes written and acked0 is the kernel's count of
 	// acknowledged bytes at dial, to tell whether the backend received a
 	// request (see unacked).
@@ -97,7 +100,13 @@ type upConn struct {
 }
 
 func (c *upConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
+	var n int
+	var err error
+	if c.direct {
+		n, err = c.io.write(b)
+	} else {
+		n, err = c.Conn.Write(b)
+	}
 	c.sent += uint64(n)
 	c.wrote = true
 	return n, err
@@ -111,6 +120,9 @@ func (c *upConn) Read(p []byte) (int, error) {
 	if c.wrote {
 		c.wrote = false
 		runtime.Gosched()
+	}
+	if c.direct {
+		return c.io.read(p)
 	}
 	return c.Conn.Read(p)
 }
@@ -197,6 +209,7 @@ func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
 		s.Conns.Inc()
 	}
 	uc := &upConn{Conn: c, ep: u.ep, born: time.Now()}
+	uc.direct = uc.io.init(c)
 	uc.acked0, _ = bytesAcked(c)
 	return uc, nil
 }

@@ -1,0 +1,125 @@
+package proxy
+
+import (
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// sockIO reads and writes a TCP socket with recvfrom and sendto rather than
+// read and write: the socket calls skip the VFS layer (fdget_pos, vfs_read,
+// vfs_write, sock_*_iter), about 5% of the kernel's time per proxied
+// request in a perf profile under wrk. The callbacks handed to RawConn are
+// method values made once per connection, so a call allocates nothing.
+//
+// One goroutine may read while another writes; reads must not run
+// concurrently with reads, nor writes with writes (net.Conn callers do not
+// interleave them either).
+type sockIO struct {
+	rc      syscall.RawConn
+	laddr   net.Addr
+	raddr   net.Addr
+	readFn  func(uintptr) bool
+	writeFn func(uintptr) bool
+
+	rbuf []byte
+	rn   int
+	rerr syscall.Errno
+
+	wbuf []byte
+	wn   int
+	werr syscall.Errno
+}
+
+// init prepares c for direct socket calls; false leaves c's own Read and
+// Write in use (not a socket, or TLS and the like).
+func (s *sockIO) init(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	s.rc, s.laddr, s.raddr = rc, c.LocalAddr(), c.RemoteAddr()
+	s.readFn, s.writeFn = s.doRead, s.doWrite
+	return true
+}
+
+func (s *sockIO) doRead(fd uintptr) bool {
+	for {
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd,
+			uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)), 0, 0, 0)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false // wait until readable
+		}
+		s.rn, s.rerr = int(n), e
+		return true
+	}
+}
+
+func (s *sockIO) read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rbuf = p
+	err := s.rc.Read(s.readFn)
+	s.rbuf = nil
+	if err != nil {
+		return 0, s.opError("read", err)
+	}
+	if s.rerr != 0 {
+		return 0, s.opError("read", os.NewSyscallError("recvfrom", s.rerr))
+	}
+	if s.rn == 0 {
+		return 0, io.EOF
+	}
+	return s.rn, nil
+}
+
+func (s *sockIO) doWrite(fd uintptr) bool {
+	for s.wn < len(s.wbuf) {
+		n, _, e := syscall.Syscall6(syscall.SYS_SENDTO, fd,
+			uintptr(unsafe.Pointer(&s.wbuf[s.wn])), uintptr(len(s.wbuf)-s.wn), syscall.MSG_NOSIGNAL, 0, 0)
+		switch e {
+		case 0:
+			s.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false // wait until writable, then go on
+		default:
+			s.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+func (s *sockIO) write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.wbuf, s.wn, s.werr = p, 0, 0
+	err := s.rc.Write(s.writeFn)
+	n := s.wn
+	s.wbuf = nil
+	if err != nil {
+		return n, s.opError("write", err)
+	}
+	if s.werr != 0 {
+		return n, s.opError("write", os.NewSyscallError("sendto", s.werr))
+	}
+	return n, nil
+}
+
+// opError wraps err as the net package does, so callers see the usual
+// *net.OpError (Timeout, errors.Is(err, net.ErrClosed), syscall errnos).
+func (s *sockIO) opError(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: s.laddr, Addr: s.raddr, Err: err}
+}
