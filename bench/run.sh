@@ -12,6 +12,7 @@
 #   CONNECTIONS [64]      wrk -c
 #   TARGETS ["direct holdfast haproxy nginx"]   targets (tables keep this order)
 #   ROTATE [1]            rotate the run order by one each round (0: always TARGETS order)
+#   PAIR [1]              run holdfast and the baseline back to back each round, alternating first
 #   HOLDFAST_BIN [bin/holdfast]                 built with `make build` if missing
 #   OUT [bench/out/<UTC timestamp>]             raw results
 #   PROXY_CPU [0] WRK_CPU [1]                   cores to pin to (backend shares WRK_CPU)
@@ -380,6 +381,20 @@ main() {
 				order+=("${targets[$i]}")
 			fi
 		done
+		# PAIR=1 (default): holdfast and the baseline run back to back, the
+		# first of them alternating by round, so each round's ratio compares
+		# two runs taken under the same machine conditions. On a shared VM the
+		# host's speed drifts: the backend's own CPU per request, the same
+		# code every run, moved by up to 60% between runs minutes apart.
+		local base=${BASELINE:-haproxy}
+		if [ "${PAIR:-1}" = 1 ] && [[ " ${order[*]} " == *" holdfast "* ]] && [[ " ${order[*]} " == *" $base "* ]]; then
+			local -a rest=() pair=(holdfast "$base")
+			if [ $((round % 2)) = 0 ]; then pair=("$base" holdfast); fi
+			for t in "${order[@]}"; do
+				if [ "$t" != holdfast ] && [ "$t" != "$base" ]; then rest+=("$t"); fi
+			done
+			order=("${pair[@]}" "${rest[@]}")
+		fi
 		for t in "${order[@]}"; do
 			log "round $round/$ROUNDS: $t"
 			printf '%s\t%s\t%s\n' "$round" "$t" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/loadavg.tsv"
