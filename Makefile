@@ -22,6 +22,7 @@ deps:
 
 ## test: vet and the whole suite under the race detector
 test: deps
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 
