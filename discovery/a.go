@@ -9,8 +9,9 @@ import (
 )
 
 // lookupA resolves name to A and AAAA records (asked concurrently) and
-// returns them as backends on port with weight 1. Either query failing fails
-// the lookup: a set missing its IPv6 half would look like a shrink.
+// returns them as backends on port with weight 1. The A query failing fails
+// the lookup; the AAAA query failing does too once this source has seen an
+// IPv6 address (a set missing its IPv6 half would look like a shrink).
 func (d *DNS) lookupA(ctx context.Context, name string, port int) ([]Backend, uint32, error) {
 	ips, ttl, err := d.addresses(ctx, name)
 	if err != nil {
@@ -40,11 +41,25 @@ func (d *DNS) addresses(ctx context.Context, name string) ([]string, uint32, err
 	if err4 != nil {
 		return nil, 0, err4
 	}
-	if r6.err != nil {
-		return nil, 0, r6.err
-	}
 	ips4, ttl4 := addrRecords(r4, name, dns.TypeA)
+	if r6.err != nil {
+		// Some resolvers fail AAAA queries for IPv4-only names. While this
+		// source has never seen an IPv6 address, the A answer stands on its
+		// own; once it has, a missing IPv6 half would look like a shrink,
+		// so the lookup fails and the last good set stays.
+		if len(ips4) == 0 || d.seenV6.Load() {
+			return nil, 0, r6.err
+		}
+		if d.warnedV6.CompareAndSwap(false, true) {
+			d.log.Warn("AAAA query failed; using the A records alone until an IPv6 address is seen",
+				"name", dns.Fqdn(name), "err", r6.err)
+		}
+		return ips4, ttl4, nil
+	}
 	ips6, ttl6 := addrRecords(r6.reply, name, dns.TypeAAAA)
+	if len(ips6) > 0 {
+		d.seenV6.Store(true)
+	}
 	ips := append(ips4, ips6...)
 	if len(ips) == 0 {
 		result := ResultEmpty

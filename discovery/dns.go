@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 )
 
@@ -88,6 +89,11 @@ type DNS struct {
 	log      *slog.Logger
 	resolver *Resolver
 	initErr  error
+
+	// seenV6 is set once an answer carried an IPv6 address; until then a
+	// failing AAAA query does not fail a lookup whose A query succeeded.
+	seenV6   atomic.Bool
+	warnedV6 atomic.Bool
 }
 
 var _ Source = (*DNS)(nil)
