@@ -30,6 +30,13 @@ func TestProxyRequestPathAllocs(t *testing.T) {
 				r.Header.Set("Keep-Alive", "timeout=5")
 				r.Header.Set("X-Trace", "1")
 			}},
+		// Non-idempotent: each reused upstream connection is peeked for a
+		// close by the backend before the request goes out.
+		{name: "POST on reused connections", opts: rigOptions{},
+			extra: func(r *fasthttp.Request) {
+				r.Header.SetMethod(fasthttp.MethodPost)
+				r.SetBodyString(`{"name":"alice"}`)
+			}},
 		{name: "GET, backend answers with hop-by-hop headers", opts: rigOptions{respHeader: [][2]string{
 			{"Connection", "X-Internal"}, {"X-Internal", "1"}, {"Keep-Alive", "timeout=5"}}}},
 	}

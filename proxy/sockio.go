@@ -23,6 +23,7 @@ type sockIO struct {
 	raddr   net.Addr
 	readFn  func(uintptr) bool
 	writeFn func(uintptr) bool
+	peekFn  func(uintptr) bool
 
 	rbuf []byte
 	rn   int
@@ -31,6 +32,9 @@ type sockIO struct {
 	wbuf []byte
 	wn   int
 	werr syscall.Errno
+
+	peek     [1]byte
+	peekOpen bool
 }
 
 // init prepares c for direct socket calls; false leaves c's own Read and
@@ -45,7 +49,29 @@ func (s *sockIO) init(c net.Conn) bool {
 		return false
 	}
 	s.rc, s.laddr, s.raddr = rc, c.LocalAddr(), c.RemoteAddr()
-	s.readFn, s.writeFn = s.doRead, s.doWrite
+	s.readFn, s.writeFn, s.peekFn = s.doRead, s.doWrite, s.doPeek
+	return true
+}
+
+// peerClosed reports whether the peer closed the connection while it sat
+// idle in a pool: a non-blocking peek sees EOF, an error or bytes nobody
+// asked for (anything but EAGAIN). Before sending a non-idempotent request
+// on a reused connection, so a dead one is never taken for a backend that
+// saw the request.
+func (s *sockIO) peerClosed() bool {
+	s.rbuf = s.peek[:]
+	err := s.rc.Read(s.peekFn)
+	s.rbuf = nil
+	return err != nil || !s.peekOpen
+}
+
+func (s *sockIO) doPeek(fd uintptr) bool {
+	_, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd,
+		uintptr(unsafe.Pointer(&s.peek[0])), 1, syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	if e == syscall.EINTR {
+		return s.doPeek(fd)
+	}
+	s.peekOpen = e == syscall.EAGAIN
 	return true
 }
 

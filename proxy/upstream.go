@@ -259,33 +259,6 @@ func stageOf(err error) stage {
 	return stageRead
 }
 
-// peerClosed reports whether a pooled connection was closed by the backend
-// while idle: a non-blocking peek sees EOF, an error or unexpected bytes.
-// Used before sending a non-idempotent request on a reused connection, so a
-// dead pooled connection is never mistaken for a request the backend saw.
-func peerClosed(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	closed := false
-	var b [1]byte
-	_ = rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN:
-		case err != nil || n == 0 || n > 0:
-			closed = true
-		}
-		return true
-	})
-	return closed
-}
-
 // RoundTrip implements fasthttp.RoundTripper: one attempt, no retries, with
 // failures classified by stage.
 func (u *Upstream) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
@@ -298,16 +271,15 @@ func (u *Upstream) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, res
 			}
 			return false, fail(stageConnect, err)
 		}
-		uc, _ := c.Conn().(*upConn)
-		if uc != nil && uc.used && !idempotent && tries < 4 && peerClosed(uc) {
+		// u.dial is the client's only dialer, so every connection is an upConn.
+		uc := c.Conn().(*upConn)
+		reused := uc.used
+		if reused && !idempotent && tries < 4 && uc.direct && uc.io.peerClosed() {
 			hc.CloseConn(c)
 			continue
 		}
-		reused := uc != nil && uc.used
-		if uc != nil {
-			uc.used = true
-		}
-		err = u.exchange(hc, c, c.Conn(), uc, req, resp)
+		uc.used = true
+		err = u.exchange(hc, c, uc, req, resp)
 		if err != nil && reused && tries < 4 && stageOf(err) == stageWrite && !req.IsBodyStream() {
 			// A pooled connection the backend had closed (its keep-alive
 			// timeout is shorter than ours): the request never reached it.
@@ -334,20 +306,15 @@ func newConnOps[C any](rel, cls func(*fasthttp.HostClient, C)) connFuncs {
 	}
 }
 
-func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response) error {
+func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response) error {
+	conn := net.Conn(uc)
 	u.active.Add(1)
 	closeConn := func() {
 		u.active.Add(-1)
 		connOps.close(hc, cc)
 	}
 	if t := u.cfg.ResponseTimeout; t > 0 {
-		var err error
-		if uc != nil {
-			err = uc.extendDeadline(t)
-		} else {
-			err = conn.SetDeadline(time.Now().Add(t))
-		}
-		if err != nil {
+		if err := uc.extendDeadline(t); err != nil {
 			closeConn()
 			return fail(stageWrite, err)
 		}
@@ -367,7 +334,7 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, uc *
 	if err := resp.Header.Read(br); err != nil {
 		hc.ReleaseReader(br)
 		st := stageRead
-		if uc != nil && uc.unacked() {
+		if uc.unacked() {
 			st = stageWrite // the backend never received the request
 		}
 		closeConn()
@@ -422,11 +389,7 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, conn net.Conn, uc *
 		s.r = br
 	}
 	// The body may take long; the client side's write timeout bounds it.
-	if uc != nil {
-		uc.clearDeadline()
-	} else {
-		_ = conn.SetDeadline(time.Time{})
-	}
+	uc.clearDeadline()
 	resp.SetBodyStream(s, cl)
 	if cl == -1 {
 		resp.Header.SetContentLength(-1)
