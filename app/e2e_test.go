@@ -96,18 +96,6 @@ func startRawBackend(t *testing.T, respond func(r *http.Request) string) *rawBac
 	return b
 }
 
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // rawRoundTrip writes raw bytes to addr and reads one response.
 func rawRoundTrip(t *testing.T, addr, raw string) (*http.Response, string) {
 	t.Helper()
@@ -367,7 +355,7 @@ pools:
     health: { type: none }
     timeouts: { response: 200ms }
     backends: [%q]
-`, ok.Addr, deadAddr(t), deadAddr(t), closer.Addr, slow.Addr))
+`, ok.Addr, testkit.FreeAddr(t), testkit.FreeAddr(t), closer.Addr, slow.Addr))
 	testkit.WaitFor(t, 5*time.Second, "pool down has no routable backend", func() bool {
 		p := a.Pool("down")
 		if p == nil {
@@ -715,7 +703,7 @@ pools: [{ name: api, health: { type: none }, backends: [%q, %q] }]
 func TestRetryOnConnectFailure(t *testing.T) {
 	b1 := testkit.StartBackend(t, "b1")
 	b2 := testkit.StartBackend(t, "b2")
-	dead := deadAddr(t)
+	dead := testkit.FreeAddr(t)
 	a := testkit.StartApp(t, fmt.Sprintf(`
 listeners: [{ name: web, listen: "127.0.0.1:0", pool: api }]
 pools:

@@ -437,16 +437,16 @@ func checkHeldVisible(t *testing.T, a *testkit.App, addr string) {
 	}
 
 	lbl := map[string]string{"pool": "api", "backend": addr}
-	if v := metricValue(t, a, "holdfast_backend_state", with(lbl, "state", "held_down")); v != 1 {
+	if v := testkit.Metric(t, a.Registry(), "holdfast_backend_state", with(lbl, "state", "held_down")); v != 1 {
 		t.Errorf(`holdfast_backend_state{state="held_down"} = %v, want 1`, v)
 	}
-	if v := metricValue(t, a, "holdfast_backend_state", with(lbl, "state", "healthy")); v != 0 {
+	if v := testkit.Metric(t, a.Registry(), "holdfast_backend_state", with(lbl, "state", "healthy")); v != 0 {
 		t.Errorf(`holdfast_backend_state{state="healthy"} = %v, want 0`, v)
 	}
-	if v := metricValue(t, a, "holdfast_backend_up", lbl); v != 0 {
+	if v := testkit.Metric(t, a.Registry(), "holdfast_backend_up", lbl); v != 0 {
 		t.Errorf("holdfast_backend_up = %v, want 0", v)
 	}
-	if v := metricValue(t, a, "holdfast_backend_transitions_total", lbl); v < 4 {
+	if v := testkit.Metric(t, a.Registry(), "holdfast_backend_transitions_total", lbl); v < 4 {
 		t.Errorf("holdfast_backend_transitions_total = %v, want >= 4", v)
 	}
 }
@@ -468,7 +468,7 @@ func TestFlapCleanDownReturnsAfterRise(t *testing.T) {
 	// Let d pass its first checks, so that going down is a real fall (a
 	// first check that fails applies at once).
 	testkit.WaitFor(t, 5*time.Second, "backend d checked", func() bool {
-		return metricValue(t, a, "holdfast_health_checks_total",
+		return testkit.Metric(t, a.Registry(), "holdfast_health_checks_total",
 			map[string]string{"pool": "api", "backend": d.Addr, "result": "pass"}) >= 2
 	})
 

@@ -15,36 +15,6 @@ import (
 	"github.com/holdfast-lb/holdfast/internal/testkit"
 )
 
-// metricValue sums the series of the metric name in the App's registry
-// whose labels include every pair in labels (0 when there is none).
-func metricValue(t *testing.T, a *testkit.App, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := a.Registry().Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	sum := 0.0
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-		}
-	}
-	return sum
-}
-
 // with returns a copy of m with k set to v.
 func with(m map[string]string, k, v string) map[string]string {
 	out := map[string]string{k: v}
@@ -137,9 +107,9 @@ pools:
 
 	pool := map[string]string{"pool": "api"}
 	lookups := func(result string) float64 {
-		return metricValue(t, a, "holdfast_discovery_lookups_total", with(pool, "result", result))
+		return testkit.Metric(t, a.Registry(), "holdfast_discovery_lookups_total", with(pool, "result", result))
 	}
-	stale := func() float64 { return metricValue(t, a, "holdfast_discovery_stale", pool) }
+	stale := func() float64 { return testkit.Metric(t, a.Registry(), "holdfast_discovery_stale", pool) }
 	served := func() []int64 {
 		out := make([]int64, len(bes))
 		for i, b := range bes {
@@ -211,7 +181,7 @@ pools:
 		if ps.Total != 4 || ps.Routable != 4 {
 			t.Errorf("%s: pool has %d backends, %d routable; want 4 and 4", label, ps.Total, ps.Routable)
 		}
-		if v := metricValue(t, a, "holdfast_discovery_backends", pool); v != 4 {
+		if v := testkit.Metric(t, a.Registry(), "holdfast_discovery_backends", pool); v != 4 {
 			t.Errorf("%s: holdfast_discovery_backends = %v, want 4", label, v)
 		}
 	}
@@ -241,7 +211,7 @@ pools:
 	}
 	// The failover hid the primary's SERVFAILs from the lookup results; the
 	// per-server counter still shows them, so an operator can notice.
-	if v := metricValue(t, a, "holdfast_discovery_server_queries_total",
+	if v := testkit.Metric(t, a.Registry(), "holdfast_discovery_server_queries_total",
 		map[string]string{"server": primary.Addr, "result": "servfail"}); v < float64(servfails)/2 {
 		t.Errorf("phase 1: holdfast_discovery_server_queries_total{server=%s,result=servfail} = %v, want about %d",
 			primary.Addr, v, servfails)

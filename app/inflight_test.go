@@ -42,7 +42,7 @@ pools:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the request never reached the backend")
 	}
-	if v := metricValue(t, a, "holdfast_backend_inflight", labels); v != 1 {
+	if v := testkit.Metric(t, a.Registry(), "holdfast_backend_inflight", labels); v != 1 {
 		t.Errorf("while held: holdfast_backend_inflight = %v, want 1", v)
 	}
 	close(release)
@@ -50,6 +50,6 @@ pools:
 		t.Fatal(err)
 	}
 	testkit.WaitFor(t, 5*time.Second, "in-flight back to 0", func() bool {
-		return metricValue(t, a, "holdfast_backend_inflight", labels) == 0
+		return testkit.Metric(t, a.Registry(), "holdfast_backend_inflight", labels) == 0
 	})
 }

@@ -113,36 +113,11 @@ pools:
 	}
 	// And they failed on the killed backend: the survivors failed nothing.
 	for _, b := range bs[1:] {
-		if n := backendCounter(t, a, "holdfast_backend_requests_total", b.Addr, "5xx"); n > 0 {
+		if n := testkit.Metric(t, a.Registry(), "holdfast_backend_requests_total", map[string]string{"backend": b.Addr, "code": "5xx"}); n > 0 {
 			t.Errorf("backend %s (alive) failed %v attempts", b.Name, n)
 		}
 	}
 	if sent[fasthttp.MethodPost] == 0 || sent[fasthttp.MethodGet] == 0 {
 		t.Fatalf("no load: %v", sent)
 	}
-}
-
-// backendCounter is the value of a per-backend counter with code.
-func backendCounter(t *testing.T, a *testkit.App, name, backend, code string) float64 {
-	t.Helper()
-	mfs, err := a.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			want := map[string]string{"backend": backend, "code": code}
-			for _, l := range m.GetLabel() {
-				if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
-					continue next
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }

@@ -216,10 +216,10 @@ pools:
 		}
 		t.Errorf("%s %d failed: status %d, err %v", f.Method, f.ID, f.Status, f.Err)
 	}
-	if got := counter(t, a, "holdfast_config_reloads_total"); got != 5 {
+	if got := testkit.Metric(t, a.Registry(), "holdfast_config_reloads_total", nil); got != 5 {
 		t.Errorf("holdfast_config_reloads_total = %v, want 5", got)
 	}
-	if got := counter(t, a, "holdfast_config_reload_failures_total"); got != 5 {
+	if got := testkit.Metric(t, a.Registry(), "holdfast_config_reload_failures_total", nil); got != 5 {
 		t.Errorf("holdfast_config_reload_failures_total = %v, want 5", got)
 	}
 }
@@ -235,20 +235,6 @@ func post(t *testing.T, url string) (int, string) {
 		t.Fatalf("POST %s: %v", url, err)
 	}
 	return resp.StatusCode(), string(resp.Body())
-}
-
-func counter(t *testing.T, a *testkit.App, name string) float64 {
-	t.Helper()
-	mfs, err := a.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return -1
 }
 
 // summaryPools lists a config's pool names, sorted, comma-separated.

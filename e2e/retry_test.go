@@ -72,30 +72,8 @@ pools:
 		t.Errorf("%d backends routable, want 2: a healthy backend was ejected", got)
 	}
 	for _, reason := range []string{"connect_failure", "reset"} {
-		if n := counterWith(t, a, "holdfast_retries_total", "reason", reason); n > 0 {
+		if n := testkit.Metric(t, a.Registry(), "holdfast_retries_total", map[string]string{"reason": reason}); n > 0 {
 			t.Errorf("%v retries for %s: a stale pooled connection cost a retry", n, reason)
 		}
 	}
-}
-
-// counterWith returns the value of the counter name whose label has value.
-func counterWith(t *testing.T, a *testkit.App, name, label, value string) float64 {
-	t.Helper()
-	mfs, err := a.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }

@@ -79,17 +79,6 @@ func echo(c net.Conn) {
 	_ = c.(*net.TCPConn).CloseWrite()
 }
 
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr
-}
-
 // startL4 starts holdfast with yaml and waits until it is ready.
 func startL4(t testing.TB, yaml string) *testkit.App {
 	t.Helper()
@@ -359,7 +348,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 
 func TestTCPFailover(t *testing.T) {
 	e := startL4Backend(t, echo)
-	dead := deadAddr(t)
+	dead := testkit.FreeAddr(t)
 	a := startL4(t, tcpConfig([]string{dead, e.Addr}, "", ""))
 	for i := range 20 {
 		c := dialL4(t, a, "l4")

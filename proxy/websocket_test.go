@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/holdfast-lb/holdfast/internal/testkit"
 )
 
 // wsEchoServer is a gorilla/websocket echo server on 127.0.0.1; each
@@ -134,7 +136,7 @@ listeners:
   - { name: ws, listen: 127.0.0.1:0, pool: p }
 pools:
   - { name: p, backends: [%s, %s], health: { type: none } }
-`, deadAddr(t), backend))
+`, testkit.FreeAddr(t), backend))
 		d := &websocket.Dialer{HandshakeTimeout: 5 * time.Second}
 		for i := range 4 {
 			c, resp, err := d.Dial("ws://"+b.ListenerAddr("ws").String()+"/echo", nil)

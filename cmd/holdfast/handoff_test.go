@@ -15,16 +15,6 @@ import (
 	"github.com/holdfast-lb/holdfast/internal/testkit"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func startApp(t *testing.T, yaml string, inherited map[string]net.Listener) *app.App {
 	t.Helper()
 	cfg, err := config.Load(testkit.WriteConfig(t, yaml))
@@ -50,7 +40,7 @@ func startApp(t *testing.T, yaml string, inherited map[string]net.Listener) *app
 // the running one serving and able to hand over later.
 func TestHandoffInProcess(t *testing.T) {
 	b := testkit.StartBackend(t, "b")
-	web, extra, admin := freeAddr(t), freeAddr(t), freeAddr(t)
+	web, extra, admin := testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
 	path := filepath.Join(t.TempDir(), "handoff.sock")
 	log := testkit.Logger(t)
 	yaml := func(withExtra bool) string {

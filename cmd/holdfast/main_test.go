@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/holdfast-lb/holdfast/internal/testkit"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -41,17 +43,6 @@ func loopback(t *testing.T, status int) string {
 	s.Start()
 	t.Cleanup(s.Close)
 	return ln.Addr().String()
-}
-
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 const validConfig = `
@@ -186,7 +177,7 @@ func TestProbe(t *testing.T) {
 	}{
 		{"200 passes", []string{"probe", "http://" + ok + "/readyz"}, 0},
 		{"503 fails", []string{"probe", "http://" + down + "/readyz"}, 1},
-		{"nothing listening fails", []string{"probe", "http://" + deadAddr(t) + "/"}, 1},
+		{"nothing listening fails", []string{"probe", "http://" + testkit.FreeAddr(t) + "/"}, 1},
 		{"no URL is a usage error", []string{"probe"}, 2},
 	}
 	for _, c := range cases {
