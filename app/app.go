@@ -357,7 +357,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
 		}()
 	default:
 		h := proxy.NewHTTP(proxy.HTTPOptions{
-			Name: l.Name, MaxHeaderBytes: l.MaxHeaderBytes, MaxBodyBytes: l.MaxBodyBytes,
+			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
 			ReadTimeout: l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
 			AccessLog: l.AccessLog, Log: log, Metrics: a.m,
 		}, a.routes(l, targets))

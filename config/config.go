@@ -15,6 +15,11 @@ type Config struct {
 // Admin is the admin listener.
 type Admin struct {
 	Listen string `yaml:"listen"`
+	// TokenFile holds a bearer token; when set, every admin endpoint but
+	// /healthz and /readyz needs "Authorization: Bearer <token>".
+	TokenFile string `yaml:"token_file"`
+	// Pprof serves /debug/pprof/ when true.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Resolver is a named set of DNS servers tried in order.
@@ -33,11 +38,14 @@ type Listener struct {
 	Pool           string           `yaml:"pool"`
 	Routes         []Route          `yaml:"routes"`
 	ProxyProtocol  bool             `yaml:"proxy_protocol"`
+	TrustedProxies []string         `yaml:"trusted_proxies"`
+	Upgrades       []string         `yaml:"upgrades"`
+	Path           PathRules        `yaml:"path"`
 	Freebind       bool             `yaml:"freebind"`
 	TLS            []TLSCert        `yaml:"tls"`
 	MaxConnections int              `yaml:"max_connections"`
-	MaxHeaderBytes int              `yaml:"max_header_bytes"`
-	MaxBodyBytes   int64            `yaml:"max_body_bytes"`
+	MaxHeaderBytes Size             `yaml:"max_header_bytes"`
+	MaxBodyBytes   Size             `yaml:"max_body_bytes"`
 	AccessLog      bool             `yaml:"access_log"`
 	Timeouts       ListenerTimeouts `yaml:"timeouts"`
 }
@@ -55,12 +63,20 @@ type TLSCert struct {
 	KeyFile  string `yaml:"key_file"`
 }
 
-// ListenerTimeouts bound the client side.
+// PathRules say how request paths are normalised.
+type PathRules struct {
+	// EncodedSlash is "reject" (an encoded / or \ is answered 400) or
+	// "keep" (forwarded as is, never a separator for routing).
+	EncodedSlash string `yaml:"encoded_slash"`
+}
+
+// ListenerTimeouts bound the client side; each is a bound on silence.
 type ListenerTimeouts struct {
-	Read  Duration `yaml:"read"`
-	Write Duration `yaml:"write"`
-	Idle  Duration `yaml:"idle"`
-	Drain Duration `yaml:"drain"`
+	Header Duration `yaml:"header"`
+	Read   Duration `yaml:"read"`
+	Write  Duration `yaml:"write"`
+	Idle   Duration `yaml:"idle"`
+	Drain  Duration `yaml:"drain"`
 }
 
 // Pool is a set of backends and how to spread traffic over them.
@@ -123,9 +139,13 @@ type Outlier struct {
 
 // Retries bounds how a failed attempt is tried again.
 type Retries struct {
-	Attempts int      `yaml:"attempts"`
-	Budget   Percent  `yaml:"budget"`
-	On       []string `yaml:"on"`
+	Attempts      int      `yaml:"attempts"`
+	Budget        Percent  `yaml:"budget"`
+	On            []string `yaml:"on"`
+	PerTryTimeout Duration `yaml:"per_try_timeout"`
+	// BufferBody is how much of a request body is kept so a retry can
+	// send it again; a larger body is not retried once any of it was sent.
+	BufferBody Size `yaml:"buffer_body"`
 }
 
 // Limits bound upstream connections.

@@ -9,6 +9,7 @@ import (
 const (
 	DefaultAdminListen    = "127.0.0.1:9901"
 	DefaultMaxHeaderBytes = 16384
+	DefaultBufferBody     = 64 << 10
 )
 
 func setDur(w *walker, path string, d *Duration, def time.Duration) {
@@ -49,7 +50,14 @@ func applyDefaults(c *Config, w *walker) {
 		l := &c.Listeners[i]
 		p := fmt.Sprintf("listeners[%d]", i)
 		setStr(w, p+".protocol", &l.Protocol, "http")
-		setInt(w, p+".max_header_bytes", &l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+		if !w.has(p + ".max_header_bytes") {
+			l.MaxHeaderBytes = DefaultMaxHeaderBytes
+		}
+		if !w.has(p + ".upgrades") {
+			l.Upgrades = []string{"websocket"}
+		}
+		setStr(w, p+".path.encoded_slash", &l.Path.EncodedSlash, "reject")
+		setDur(w, p+".timeouts.header", &l.Timeouts.Header, 10*time.Second)
 		setDur(w, p+".timeouts.read", &l.Timeouts.Read, 30*time.Second)
 		setDur(w, p+".timeouts.write", &l.Timeouts.Write, 30*time.Second)
 		setDur(w, p+".timeouts.idle", &l.Timeouts.Idle, 90*time.Second)
@@ -98,6 +106,9 @@ func applyDefaults(c *Config, w *walker) {
 		rp := p + ".retries"
 		setInt(w, rp+".attempts", &pl.Retries.Attempts, 2)
 		setPct(w, rp+".budget", &pl.Retries.Budget, 0.2)
+		if !w.has(rp + ".buffer_body") {
+			pl.Retries.BufferBody = DefaultBufferBody
+		}
 		if !w.has(rp + ".on") {
 			pl.Retries.On = []string{"connect_failure", "reset"}
 		}

@@ -55,6 +55,46 @@ func (p Percent) MarshalYAML() (any, error) {
 	return strconv.FormatFloat(float64(p)*100, 'f', -1, 64) + "%", nil
 }
 
+// Size is a byte count written "64KiB", "1MiB", "2GiB" or a plain number.
+type Size int64
+
+// UnmarshalYAML parses a byte size.
+func (z *Size) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return typeErr("want a size such as 64KiB or 1048576")
+	}
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return typeErr("%v", err)
+	}
+	*z = Size(v)
+	return nil
+}
+
+// MarshalYAML writes the size as a plain number of bytes.
+func (z Size) MarshalYAML() (any, error) { return int64(z), nil }
+
+// ParseSize parses "64KiB", "1MiB", "1GiB", "10KB" (decimal) or a plain
+// number of bytes.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		m      int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.m
+			break
+		}
+	}
+	v, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || v < 0 || v > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want e.g. 64KiB, 1MiB or a number of bytes)", s)
+	}
+	return v * mult, nil
+}
+
 // BackendSpec is a static pool member: either "host:port" or
 // {address: host:port, weight: N}.
 type BackendSpec struct {

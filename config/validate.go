@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 )
@@ -47,6 +48,24 @@ func checkListen(w *walker, path, addr string) {
 	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
 		w.errorf(path, "bad listen host %q (want an IP literal)", host)
 	}
+}
+
+// ParsePrefix parses a CIDR ("10.0.0.0/8") or a single address ("10.0.0.1",
+// a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("bad CIDR %q (want e.g. 10.0.0.0/8)", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("bad address %q (want a CIDR such as 10.0.0.0/8 or an IP)", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 func positive(w *walker, path string, d Duration) {
@@ -184,9 +203,31 @@ func validate(c *Config, w *walker) {
 		if l.MaxHeaderBytes < 1024 {
 			w.errorf(p+".max_header_bytes", "must be at least 1024")
 		}
-		if l.MaxBodyBytes < 0 {
-			w.errorf(p+".max_body_bytes", "must not be negative")
+		if l.MaxHeaderBytes > 1<<20 {
+			w.errorf(p+".max_header_bytes", "must be at most 1MiB")
 		}
+		for j, c := range l.TrustedProxies {
+			if _, err := ParsePrefix(c); err != nil {
+				w.errorf(fmt.Sprintf("%s.trusted_proxies[%d]", p, j), "%v", err)
+			}
+		}
+		for j, u := range l.Upgrades {
+			switch {
+			case u == "" || strings.ContainsAny(u, " ,\t"):
+				w.errorf(fmt.Sprintf("%s.upgrades[%d]", p, j), "bad protocol token %q", u)
+			case strings.EqualFold(u, "h2c"):
+				w.errorf(fmt.Sprintf("%s.upgrades[%d]", p, j), "h2c is never tunnelled (an h2c upgrade would hide every request after the first from routing and limits)")
+			}
+		}
+		if l.Protocol == "tcp" && len(l.TrustedProxies) > 0 && !l.ProxyProtocol {
+			w.errorf(p+".trusted_proxies", "on a tcp listener it applies to the PROXY header only; set proxy_protocol: true")
+		}
+		switch l.Path.EncodedSlash {
+		case "reject", "keep":
+		default:
+			w.errorf(p+".path.encoded_slash", "unknown value %q (want reject or keep)", l.Path.EncodedSlash)
+		}
+		positive(w, p+".timeouts.header", l.Timeouts.Header)
 		positive(w, p+".timeouts.read", l.Timeouts.Read)
 		positive(w, p+".timeouts.write", l.Timeouts.Write)
 		positive(w, p+".timeouts.idle", l.Timeouts.Idle)
@@ -314,6 +355,9 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 			w.errorf(fmt.Sprintf("%s.retries.on[%d]", p, j), "unknown retry reason %q (want connect_failure or reset)", r)
 		}
 	}
+	if pl.Retries.BufferBody > 64<<20 {
+		w.errorf(p+".retries.buffer_body", "must be at most 64MiB (it is kept in memory per request)")
+	}
 	lp := p + ".limits"
 	if pl.Limits.MaxConnsPerBackend < 1 {
 		w.errorf(lp+".max_conns_per_backend", "must be at least 1")
@@ -337,4 +381,17 @@ func usedByHTTP(c *Config, pool string) bool {
 		}
 	}
 	return false
+}
+
+// Warnings lists what is valid but probably not meant, one line each as
+// "path: message": printed by holdfast check and logged at start.
+func Warnings(c *Config) []string {
+	var out []string
+	for i, l := range c.Listeners {
+		p := fmt.Sprintf("listeners[%d]", i)
+		if l.ProxyProtocol && len(l.TrustedProxies) == 0 {
+			out = append(out, p+".proxy_protocol: true without trusted_proxies: any peer that can connect can claim any client address")
+		}
+	}
+	return out
 }

@@ -27,6 +27,9 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d listeners, %d pools)\n", *path, len(cfg.Listeners), len(cfg.Pools))
+	for _, w := range config.Warnings(cfg) {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	if !*resolve {
 		return 0
 	}
