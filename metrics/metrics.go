@@ -30,6 +30,9 @@ type Metrics struct {
 	Reloads           prometheus.Counter
 	ReloadFailures    prometheus.Counter
 	ListenerConns     *prometheus.GaugeVec
+	ListenerIdle      *prometheus.GaugeVec
+	ListenerRejected  *prometheus.CounterVec
+	ListenerAcceptErr *prometheus.CounterVec
 
 	inflightSource atomic.Pointer[func(set func(pool, backend string, v float64))]
 }
@@ -97,12 +100,18 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Configuration reloads rejected."}),
 		ListenerConns: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "listener_connections",
 			Help: "Open client connections on the listener."}, []string{"listener"}),
+		ListenerIdle: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "listener_idle_connections",
+			Help: "Keep-alive client connections waiting for a request."}, []string{"listener"}),
+		ListenerRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "listener_rejected_total",
+			Help: "Client connections or requests refused, by reason (denied, proxy_untrusted, max_connections, bad_request, ...)."}, []string{"listener", "reason"}),
+		ListenerAcceptErr: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "listener_accept_errors_total",
+			Help: "Failed accepts (EMFILE, ENFILE, ENOBUFS, ...), by reason; the listener pauses and resumes."}, []string{"listener", "reason"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendRequests,
 			&syncedGauge{vec: m.BackendInflight, sync: &m.inflightSource}, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
 			m.DiscoveryLookups, m.DiscoveryQueries, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
-			m.Reloads, m.ReloadFailures, m.ListenerConns)
+			m.Reloads, m.ReloadFailures, m.ListenerConns, m.ListenerIdle, m.ListenerRejected, m.ListenerAcceptErr)
 	}
 	return m
 }
