@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/holdfast
 
-.PHONY: all build run test deps bench docker fuzz clean
+.PHONY: all build run test deps bench conformance docker fuzz clean
 
 all: build
 
@@ -25,6 +25,17 @@ test: deps
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+
+## conformance: the HTTP/1.1 conformance suite against holdfast, HAProxy and
+## nginx; prints a case x target table and fails if a holdfast case fails
+conformance: deps
+	@mkdir -p bin
+	@CONFORMANCE_TARGETS=holdfast,haproxy,nginx CONFORMANCE_TABLE=$(CURDIR)/bin/conformance.txt \
+		$(GO) test -count=1 -timeout 10m -run '^TestConformance$$' ./e2e > bin/conformance.log 2>&1; \
+		if [ ! -s bin/conformance.txt ]; then cat bin/conformance.log; exit 1; fi
+	@cat bin/conformance.txt
+	@echo "(details: bin/conformance.log)"
+	@awk 'NR > 1 && $$2 == "FAIL" { f = 1 } END { exit f }' bin/conformance.txt
 
 bench: build deps
 	./bench/run.sh

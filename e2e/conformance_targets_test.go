@@ -238,8 +238,9 @@ func startHoldfastTarget(t *testing.T, s proxySpec) proxyInstance {
 // haproxy: mode http with keep-alive both sides (no http-server-close).
 // retries.attempts → retries + option redispatch + retry-on conn-failure
 // empty-response (holdfast's connect_failure, reset); buffer_body → a
-// tune.bufsize large enough to hold that body, since HAProxy retries only
-// a request still whole in its buffer. trusted_proxies → keep the client's
+// tune.bufsize large enough to hold that body and option
+// http-buffer-request, since HAProxy retries only a request still whole in
+// its buffer (so max_header_bytes grows with it: HAProxy has one buffer). trusted_proxies → keep the client's
 // X-Forwarded-Proto/Host when the source is loopback. encoded_slash and
 // upgrades have no HAProxy equivalent (it normalises nothing and tunnels
 // any Upgrade). timeouts: header → timeout http-request, read → timeout
@@ -253,9 +254,11 @@ func startHAProxyTarget(t *testing.T, s proxySpec) proxyInstance {
 	}
 	retries := 2
 	for _, p := range s.Pools {
-		if p.BufferBody > 0 && p.BufferBody+16384 > bufsize {
-			bufsize = p.BufferBody + 16384
+		buf := p.BufferBody
+		if buf == 0 {
+			buf = 64 << 10 // holdfast's default buffer_body
 		}
+		bufsize = max(bufsize, buf+16384)
 	}
 	if s.Pools[0].Retries >= 0 {
 		retries = s.Pools[0].Retries
@@ -309,6 +312,7 @@ func startHAProxyTarget(t *testing.T, s proxySpec) proxyInstance {
 defaults
   mode http
   option http-keep-alive
+  option http-buffer-request
   timeout connect 1s
   timeout client %s
   timeout server 30s
@@ -329,7 +333,8 @@ frontend web
 	return in
 }
 
-// nginx: one process in the foreground (master_process off), HTTP/1.1
+// nginx: one process in the foreground (daemon off, master_process off:
+// the PID we started is the one serving, and the one we kill), HTTP/1.1
 // upstream keep-alive (proxy_http_version 1.1, Connection "", keepalive),
 // Host passed unchanged ($http_host), X-Forwarded-For appended,
 // X-Forwarded-Proto/Host replaced unless the client is loopback and
@@ -417,10 +422,11 @@ func startNginxTarget(t *testing.T, s proxySpec) proxyInstance {
 		if hosts.Len() > 0 {
 			hostServers = fmt.Sprintf(hosts.String(), port)
 		}
-		cfg := fmt.Sprintf(`master_process off;
+		cfg := fmt.Sprintf(`daemon off;
+master_process off;
 worker_processes 1;
 pid %[2]s/nginx.pid;
-error_log %[2]s/logs/error.log warn;
+error_log stderr warn;
 events { worker_connections 1024; }
 http {
   access_log off;
@@ -466,7 +472,7 @@ http {
 			hdrBuf, maxBody, upMap.String(), xfp, xfh, up.String(), locs.String(), location(0, s.Pools[0]),
 			hostServers)
 		path := writeFile(t, dir, "nginx.conf", cfg)
-		return proxyProc(t, "nginx", fmt.Sprintf("127.0.0.1:%d", port), "/usr/sbin/nginx", "-p", dir, "-e", filepath.Join(dir, "logs", "error.log"), "-c", path)
+		return proxyProc(t, "nginx", fmt.Sprintf("127.0.0.1:%d", port), "/usr/sbin/nginx", "-p", dir, "-e", "/dev/stderr", "-c", path)
 	})
 	in.Admin = ""
 	return in
