@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -276,7 +277,8 @@ func sameSocket(a, b config.Listener) bool {
 	if a.Name != b.Name || a.Listen != b.Listen || a.Protocol != b.Protocol ||
 		a.ProxyProtocol != b.ProxyProtocol || a.Freebind != b.Freebind ||
 		a.MaxConnections != b.MaxConnections || a.MaxHeaderBytes != b.MaxHeaderBytes ||
-		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || (len(a.TLS) > 0) != (len(b.TLS) > 0) {
+		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || (len(a.TLS) > 0) != (len(b.TLS) > 0) ||
+		!slices.Equal(a.TrustedProxies, b.TrustedProxies) || !slices.Equal(a.Upgrades, b.Upgrades) || a.Path != b.Path {
 		return false
 	}
 	return true
@@ -356,9 +358,19 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
 			_ = rt.tcp.Serve(ln)
 		}()
 	default:
+		trusted, err := proxy.ParseTrustList(l.TrustedProxies)
+		if err != nil {
+			log.Error("trusted_proxies unusable; none trusted", "err", err) // validated before: not reached
+		}
+		upgrades := make([]string, len(l.Upgrades))
+		for i, u := range l.Upgrades {
+			upgrades[i] = strings.ToLower(u)
+		}
 		h := proxy.NewHTTP(proxy.HTTPOptions{
 			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
-			ReadTimeout: l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
+			HeaderTimeout: l.Timeouts.Header.D(),
+			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
+			TrustedProxies: trusted, Upgrades: upgrades, KeepEncodedSlash: l.Path.EncodedSlash == "keep",
 			AccessLog: l.AccessLog, Log: log, Metrics: a.m,
 		}, a.routes(l, targets))
 		rt.http = h

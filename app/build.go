@@ -111,7 +111,8 @@ func upstreamConfig(p *config.Pool) proxy.UpstreamConfig {
 }
 
 func targetConfig(p *config.Pool) *proxy.TargetConfig {
-	tc := &proxy.TargetConfig{Retry: proxy.RetryPolicy{Attempts: p.Retries.Attempts, Budget: float64(p.Retries.Budget)}}
+	tc := &proxy.TargetConfig{Retry: proxy.RetryPolicy{Attempts: p.Retries.Attempts, Budget: float64(p.Retries.Budget)},
+		BufferBody: int(p.Retries.BufferBody)}
 	for _, on := range p.Retries.On {
 		switch on {
 		case "connect_failure":

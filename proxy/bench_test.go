@@ -89,7 +89,7 @@ func newRig(tb testing.TB, o rigOptions) *rig {
 		}
 		<-tick.C
 	}
-	tc := &TargetConfig{Retry: RetryPolicy{Attempts: 2, Budget: 0.2, OnConnectFailure: true, OnReset: true}}
+	tc := &TargetConfig{Retry: RetryPolicy{Attempts: 2, Budget: 0.2, OnConnectFailure: true, OnReset: true}, BufferBody: 64 << 10}
 	if o.balance == "consistent_hash" {
 		tc.HashKind, tc.HashName = HashClientIP, ""
 		if o.hashHeader != "" {

@@ -3,111 +3,42 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"io"
 	"log/slog"
-	"math"
 	"net"
-	"net/netip"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/metrics"
 )
 
-// Route sends matching requests to a target. Host is exact, "*.suffix", or
-// empty for any; PathPrefix empty matches every path.
-type Route struct {
-	Host       string
-	PathPrefix string
-	Target     *Target
-}
-
-type route struct {
-	exact   []byte // lower-case host, or nil
-	suffix  []byte // ".example.com" for "*.example.com"
-	prefix  []byte
-	target  *Target
-	metrics *metrics.RequestSet
-}
-
-// Routes is a listener's routing table: first match wins, else Default.
-type Routes struct {
-	routes []route
-	def    route
-}
-
-// NewRoutes builds a routing table for listener name.
-func NewRoutes(listener string, def *Target, rs []Route, m *metrics.Metrics) *Routes {
-	mk := func(t *Target) *metrics.RequestSet {
-		if m == nil {
-			return nil
-		}
-		return m.ForRequests(listener, t.Name)
-	}
-	out := &Routes{def: route{target: def, metrics: mk(def)}}
-	for _, r := range rs {
-		x := route{target: r.Target, metrics: mk(r.Target), prefix: []byte(r.PathPrefix)}
-		h := strings.ToLower(r.Host)
-		switch {
-		case strings.HasPrefix(h, "*."):
-			x.suffix = []byte(h[1:])
-		case h != "":
-			x.exact = []byte(h)
-		}
-		out.routes = append(out.routes, x)
-	}
-	return out
-}
-
-func (rt *Routes) match(host, path []byte) *route {
-	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.HasSuffix(host, []byte("]")) {
-		host = host[:i]
-	}
-	for i := range rt.routes {
-		r := &rt.routes[i]
-		if r.exact != nil && !asciiEqualFold(host, r.exact) {
-			continue
-		}
-		if r.suffix != nil && (len(host) <= len(r.suffix) || !asciiEqualFold(host[len(host)-len(r.suffix):], r.suffix)) {
-			continue
-		}
-		if len(r.prefix) > 0 && !bytes.HasPrefix(path, r.prefix) {
-			continue
-		}
-		return r
-	}
-	return &rt.def
-}
-
-func asciiEqualFold(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		c := a[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // HTTPOptions configure an HTTP listener.
 type HTTPOptions struct {
 	Name           string
 	MaxHeaderBytes int
 	MaxBodyBytes   int64
-	ReadTimeout    time.Duration
-	WriteTimeout   time.Duration
-	IdleTimeout    time.Duration
-	AccessLog      bool
+	// HeaderTimeout bounds the time to receive a request head; ReadTimeout
+	// the longest silence while a body arrives; WriteTimeout the longest a
+	// write to the client may stay blocked; IdleTimeout the wait for the
+	// next request on a keep-alive connection.
+	HeaderTimeout time.Duration
+	ReadTimeout   time.Duration
+	WriteTimeout  time.Duration
+	IdleTimeout   time.Duration
+	// TrustedProxies are the peers whose X-Forwarded-Proto and
+	// X-Forwarded-Host are kept.
+	TrustedProxies TrustList
+	// Upgrades are the Upgrade protocols passed through (lower case);
+	// nil means websocket only. h2c is never passed.
+	Upgrades []string
+	// KeepEncodedSlash forwards %2F and %5C as they are instead of 400.
+	KeepEncodedSlash bool
+	AccessLog        bool
 	// AccessLogger receives one JSON line per request when AccessLog is on;
 	// nil writes JSON to standard output, as SPEC.md says.
 	AccessLogger *slog.Logger
@@ -125,6 +56,7 @@ type HTTP struct {
 	draining    atomic.Bool
 	log         *slog.Logger
 	tunnels     tunnelSet // upgraded connections (websocket.go)
+	badRequest  prometheus.Counter
 }
 
 // NewHTTP builds an HTTP listener with its routing table.
@@ -133,33 +65,42 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
+	if h.opts.Upgrades == nil {
+		h.opts.Upgrades = []string{"websocket"}
+	}
+	if h.opts.HeaderTimeout <= 0 {
+		h.opts.HeaderTimeout = o.ReadTimeout
+	}
+	if o.Metrics != nil {
+		h.badRequest = o.Metrics.ListenerRejected.WithLabelValues(o.Name, "bad_request")
+	}
 	h.routes.Store(rt)
 	h.accessLogOn.Store(o.AccessLog)
 	if h.opts.AccessLogger == nil {
 		h.opts.AccessLogger = slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	}
-	maxBody := int(o.MaxBodyBytes)
-	if maxBody <= 0 {
-		maxBody = math.MaxInt
-	}
 	h.srv = &fasthttp.Server{
-		Handler:                       h.serve,
-		ErrorHandler:                  h.serveError,
-		Name:                          "holdfast",
-		ReadBufferSize:                o.MaxHeaderBytes,
-		WriteBufferSize:               16 << 10,
-		ReadTimeout:                   o.ReadTimeout,
-		WriteTimeout:                  o.WriteTimeout,
-		IdleTimeout:                   o.IdleTimeout,
-		MaxRequestBodySize:            maxBody,
-		StreamRequestBody:             o.MaxBodyBytes <= 0, // fasthttp streams past MaxRequestBodySize: a limited listener reads bodies whole (bounded)
-		DisableHeaderNamesNormalizing: true,
-		DisablePreParseMultipartForm:  true,
-		NoDefaultServerHeader:         true,
-		NoDefaultDate:                 true,
-		NoDefaultContentType:          true,
-		CloseOnShutdown:               true,
-		Logger:                        discardLogger{},
+		Handler:      h.serve,
+		ErrorHandler: h.serveError,
+		// The head must arrive within the header timeout; a body's own
+		// reads are bounded by the read timeout, as silence (reqBody).
+		HeaderReceived: h.headerReceived,
+		Name:           "holdfast",
+		ReadBufferSize: o.MaxHeaderBytes,
+		// fasthttp reads at most 8 KiB of a body before the handler; the
+		// rest is read (or not) by the handler, which closes the connection
+		// when it did not read a body to its end.
+		StreamRequestBody:            true,
+		WriteBufferSize:              16 << 10,
+		ReadTimeout:                  h.opts.HeaderTimeout,
+		WriteTimeout:                 o.WriteTimeout,
+		IdleTimeout:                  o.IdleTimeout,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultDate:                true,
+		NoDefaultContentType:         true,
+		CloseOnShutdown:              true,
+		Logger:                       discardLogger{},
 	}
 	return h
 }
@@ -167,6 +108,15 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 type discardLogger struct{}
 
 func (discardLogger) Printf(string, ...any) {}
+
+// headerReceived gives a request with a body the read timeout for what
+// fasthttp reads of it before the handler runs.
+func (h *HTTP) headerReceived(hdr *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if cl := hdr.ContentLength(); cl > 0 || cl == -1 {
+		return fasthttp.RequestConfig{ReadTimeout: h.opts.ReadTimeout}
+	}
+	return fasthttp.RequestConfig{}
+}
 
 // Drain makes every response from now on close its connection, so a
 // keep-alive client moves to a new connection on its next request instead
@@ -201,6 +151,9 @@ func (h *HTTP) serveError(ctx *fasthttp.RequestCtx, err error) {
 		}
 	}
 	ctx.SetConnectionClose()
+	if h.badRequest != nil {
+		h.badRequest.Inc()
+	}
 	if rs := rt.def.metrics; rs != nil {
 		rs.ByClass[metrics.ClassIndex(ctx.Response.StatusCode())].Inc()
 	}
@@ -220,157 +173,338 @@ func plainBytes(ctx *fasthttp.RequestCtx, code int, body []byte) {
 	ctx.Response.SetBodyRaw(body)
 }
 
-var (
-	textPlain  = []byte("text/plain; charset=utf-8")
-	strHTTP    = []byte("http")
-	strHTTPS   = []byte("https")
-	hdrXFF     = "X-Forwarded-For"
-	hdrXFProto = "X-Forwarded-Proto"
-	hdrXFHost  = "X-Forwarded-Host"
+// Why holdfast answered a request itself, for the access log.
+const (
+	flagNoBackend uint16 = 1 << iota
+	flagUpstreamTimeout
+	flagQueueTimeout
+	flagClientAbort
+	flagBadRequest
+	flagBodyNotRetried
+	flagLocalExhaustion
+	flagUpstreamFailed
 )
 
+var flagNames = [...]string{"no_backend", "upstream_timeout", "queue_timeout", "client_abort",
+	"bad_request", "body_not_retried", "local_exhaustion", "upstream_failed"}
+
+// exchange is one request's state across the handler's steps.
+type exchange struct {
+	route    *route
+	status   int
+	out      outcome
+	flags    uint16
+	closeAll bool // close the client connection after the response
+}
+
 // serve proxies one request in place: ctx.Request goes upstream as it is
-// (less hop-by-hop headers, plus X-Forwarded-*), and the upstream response
-// is read straight into ctx.Response.
+// (its target normalised, hop-by-hop headers removed, X-Forwarded-* set),
+// and the upstream response is read straight into ctx.Response.
 func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
-	r := h.routes.Load().match(ctx.Request.Header.Host(), ctx.Path())
-	t := r.target
-	var status int
-	var took time.Duration
-	if isUpgrade(&ctx.Request.Header) {
-		status = h.upgrade(ctx, t)
-		took = time.Since(ctx.Time())
-	} else {
-		status, took = h.proxy(ctx, t)
-		if h.draining.Load() {
-			ctx.SetConnectionClose()
-		}
+	var x exchange
+	h.handle(ctx, &x)
+	if x.closeAll || h.draining.Load() {
+		ctx.SetConnectionClose()
 	}
-	if rs := r.metrics; rs != nil {
-		rs.ByClass[metrics.ClassIndex(status)].Inc()
-		rs.Duration.Observe(took.Seconds())
+	if x.route == nil {
+		x.route = &h.routes.Load().def
+	}
+	if rs := x.route.metrics; rs != nil {
+		rs.ByClass[metrics.ClassIndex(x.status)].Inc()
+		rs.Duration.Observe(x.out.elapsed.Seconds())
 	}
 	if h.accessLogOn.Load() {
-		h.accessLog(ctx, t, status)
+		h.accessLog(ctx, &x)
 	}
 }
 
-func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, t *Target, status int) {
+func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
+	req := &ctx.Request
+	hdr := &req.Header
+	client10 := !hdr.IsHTTP11()
+	if hdr.IsConnect() {
+		h.refuse(ctx, x, fasthttp.StatusMethodNotAllowed, "405 Method Not Allowed: holdfast is not a forward proxy\n")
+		return
+	}
+	if !framingOK(hdr.RawHeaders()) || (!client10 && len(hdr.Host()) == 0) {
+		h.refuse(ctx, x, fasthttp.StatusBadRequest, "400 Bad Request: ambiguous framing or no Host\n")
+		return
+	}
+	// The request target: an absolute form names its own host (RFC 9112
+	// §3.2.2); the path is normalised once and routed and forwarded as such.
+	uri := hdr.RequestURI()
+	host := hdr.Host()
+	if len(uri) > 7 && uri[0] != '/' && (asciiEqualFoldStr(uri, "http://") || asciiEqualFoldStr(uri, "https://")) {
+		rest := uri[bytes.IndexByte(uri, ':')+3:]
+		end := bytes.IndexAny(rest, "/?")
+		if end < 0 {
+			end = len(rest)
+		}
+		if end == 0 || bytes.IndexByte(rest[:end], '@') >= 0 {
+			h.refuse(ctx, x, fasthttp.StatusBadRequest, "400 Bad Request: bad absolute-form target\n")
+			return
+		}
+		hdr.SetHostBytes(rest[:end])
+		var tbuf [512]byte
+		t := append(tbuf[:0], rest[end:]...)
+		if len(t) == 0 || t[0] == '?' {
+			t = append(append(tbuf[:0], '/'), rest[end:]...)
+		}
+		hdr.SetRequestURIBytes(t)
+		uri, host = hdr.RequestURI(), hdr.Host()
+	}
+	path, query := uri, []byte(nil)
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		path, query = uri[:i], uri[i:]
+	}
+	if !(len(path) == 1 && path[0] == '*' && hdr.IsOptions()) {
+		var pbuf [512]byte
+		np, v := normalizePath(pbuf[:0], path, h.opts.KeepEncodedSlash)
+		switch v {
+		case pathBad:
+			h.refuse(ctx, x, fasthttp.StatusBadRequest, "400 Bad Request: malformed request target\n")
+			return
+		case pathEncodedSep:
+			h.refuse(ctx, x, fasthttp.StatusBadRequest, "400 Bad Request: encoded slash or backslash in path\n")
+			return
+		}
+		if len(np) != len(path) || (len(np) > 0 && &np[0] != &path[0]) {
+			np = append(np, query...)
+			hdr.SetRequestURIBytes(np)
+			uri = hdr.RequestURI()
+			path = uri[:len(uri)-len(query)]
+		}
+	}
+	x.route = h.routes.Load().match(host, path)
+	t := x.route.target
+	if h.wantsUpgrade(hdr) {
+		x.status = h.upgrade(ctx, t, x)
+		return
+	}
+	h.proxy(ctx, t, x, client10)
+}
+
+// refuse answers a request holdfast will not pass on, and closes.
+func (h *HTTP) refuse(ctx *fasthttp.RequestCtx, x *exchange, code int, msg string) {
+	plain(ctx, code, msg)
+	x.status, x.closeAll = code, true
+	x.flags |= flagBadRequest
+	if h.badRequest != nil {
+		h.badRequest.Inc()
+	}
+}
+
+func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
+	t := x.route.target
+	backend := ""
+	if x.out.ep != nil {
+		backend = x.out.ep.Addr
+	}
+	var flags, reasons []string
+	for i, n := range flagNames {
+		if x.flags&(1<<i) != 0 {
+			flags = append(flags, n)
+		}
+	}
+	if x.out.retried&retriedConnect != 0 {
+		reasons = append(reasons, "connect_failure")
+	}
+	if x.out.retried&retriedReset != 0 {
+		reasons = append(reasons, "reset")
+	}
+	tlsv := ""
+	if ctx.IsTLS() {
+		tlsv = "tls"
+	}
 	h.opts.AccessLogger.Info("request",
-		"listener", h.opts.Name, "pool", t.Name,
-		"method", string(ctx.Method()), "host", string(ctx.Host()), "path", string(ctx.Path()),
-		"status", status, "client", ctx.RemoteIP().String(),
+		"listener", h.opts.Name, "pool", t.Name, "backend", backend,
+		"method", string(ctx.Method()), "host", string(ctx.Request.Header.Host()), "path", string(ctx.Request.Header.RequestURI()),
+		"proto", string(ctx.Request.Header.Protocol()), "status", x.status,
+		"bytes_in", ctx.Request.Header.ContentLength(), "bytes_out", ctx.Response.Header.ContentLength(),
+		"client", ctx.RemoteIP().String(), "tls", tlsv, "user_agent", string(ctx.UserAgent()),
+		"attempts", x.out.attempts, "retry_reasons", reasons, "flags", flags,
+		"upstream_ms", float64(x.out.elapsed.Microseconds())/1000,
 		"duration_ms", float64(time.Since(ctx.Time()).Microseconds())/1000)
 }
 
-func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target) (int, time.Duration) {
+// proxy sends the request to the target's backends and puts the answer in
+// ctx.Response.
+func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 bool) {
 	req, resp := &ctx.Request, &ctx.Response
+	hdr := &req.Header
 	cfg := t.cfg.Load()
-	t.deposit(cfg.Retry.Budget)
 
-	closeClient := req.Header.ConnectionClose()
-	if closeClient {
-		req.Header.ResetConnectionClose()
+	var body reqBody
+	var pb *[]byte
+	if cl := hdr.ContentLength(); cl > 0 || cl == -1 {
+		pb = bodyBufPool.Get().(*[]byte)
+		body.buf = (*pb)[:0]
+		if !h.readBody(ctx, t, cfg, x, &body, cl) {
+			body.release(pb)
+			return
+		}
+		defer body.release(pb)
 	}
-	prepareRequest(ctx)
+
+	ct := stripRequestHop(hdr)
+	if ct.close || hdr.ConnectionClose() {
+		x.closeAll = true
+	}
+	hdr.ResetConnectionClose()
+	hdr.Del(hdrExpect) // answered here (100 Continue) already
+	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(peerAddr(ctx.RemoteIP())), hdr.Host())
+	hdr.SetNoDefaultContentType(true)
+	if client10 {
+		hdr.SetProtocolBytes(strHTTP11) // holdfast speaks HTTP/1.1 upstream
+	}
 	var hash uint64
 	if cfg.HashKind != HashNone {
 		hash = requestHash(ctx, cfg)
 	}
-
-	// Endpoints already tried, made on the first retry: a slice handed to
-	// Picker.Pick (an interface method) escapes, so a stack array here cost
-	// every request an allocation.
-	var tried []*balancer.Endpoint
-	picker := t.Pool.Picker()
-	// Elapsed time since the request was read: each clock read is one
-	// monotonic read (time.Since), serving the latency average, the next
-	// attempt's start and the request duration.
-	var elapsed time.Duration
-	status := 0
-	for attempt := 0; ; attempt++ {
-		ep := picker.Pick(hash, tried)
-		if ep == nil {
-			plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
-			status = fasthttp.StatusServiceUnavailable
-			elapsed = time.Since(ctx.Time())
-			break
-		}
-		up := ep.Upstream.(*Upstream)
-		ep.Begin()
-		err := up.hc.Do(req, resp)
-		prev := elapsed
-		elapsed = time.Since(ctx.Time())
-		ep.End(elapsed - prev)
-		if err == nil {
-			status = resp.StatusCode()
-			if status >= 500 {
-				ep.Failure()
-			} else {
-				ep.Success()
-			}
-			if s := ep.Stats; s != nil {
-				s.ByClass[metrics.ClassIndex(status)].Inc()
-			}
-			resp.Header.ResetConnectionClose()
-			stripResponseHop(resp)
-			break
-		}
-		st := stageOf(err)
-		if st == stageQueue {
-			plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
-			status = fasthttp.StatusServiceUnavailable
-			break
-		}
-		ep.Failure()
-		if s := ep.Stats; s != nil {
-			s.ByClass[5].Inc()
-		}
-		if st == stageTimeout {
-			plainBytes(ctx, fasthttp.StatusGatewayTimeout, t.msg504)
-			status = fasthttp.StatusGatewayTimeout
-			break
-		}
-		if attempt < cfg.Retry.Attempts && h.retriable(req, st, cfg) && t.withdraw() {
-			if st == stageConnect {
-				if t.retryConnect != nil {
-					t.retryConnect.Inc()
-				}
-			} else if t.retryReset != nil {
-				t.retryReset.Inc()
-			}
-			if tried == nil {
-				tried = make([]*balancer.Endpoint, 0, 4)
-			}
-			if len(tried) < cap(tried) {
-				tried = append(tried, ep)
-			}
-			picker = t.Pool.Picker()
-			continue
-		}
-		plainBytes(ctx, fasthttp.StatusBadGateway, t.msg502)
-		status = fasthttp.StatusBadGateway
-		break
+	ar := attemptReq{idempotent: isIdempotent(req)}
+	if pb != nil {
+		ar.body = &body
 	}
-	if closeClient {
-		ctx.SetConnectionClose()
+	client, writeIdle := ctx.Conn(), h.opts.WriteTimeout
+	x.out = t.run(cfg, hash, ctx.Time(), ar, func(ep *balancer.Endpoint) (stage, int) {
+		err := ep.Upstream.(*Upstream).roundTrip(req, resp, ar.body, client, writeIdle)
+		if err != nil {
+			resp.Reset()
+			return stageOf(err), 0
+		}
+		return stageOK, resp.StatusCode()
+	})
+	if client10 {
+		hdr.SetProtocol("HTTP/1.0")
 	}
-	return status, elapsed
+	if pb != nil && !body.eof && body.src != nil {
+		// The response went out before the body was read to its end: what
+		// is left of it must never be parsed as a request.
+		x.closeAll = true
+	}
+	switch x.out.st {
+	case stageOK:
+		x.status = x.out.status
+		resp.Header.ResetConnectionClose()
+		stripResponseHop(&resp.Header)
+		if client10 && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
+			h.closeDelimited(ctx)
+			x.closeAll = true
+		}
+		return
+	case stageNoBackend:
+		x.flags |= flagNoBackend
+		x.status = fasthttp.StatusServiceUnavailable
+		plainBytes(ctx, x.status, t.msg503)
+	case stageQueue:
+		x.flags |= flagQueueTimeout
+		x.status = fasthttp.StatusServiceUnavailable
+		plainBytes(ctx, x.status, t.msg503)
+	case stageLocal:
+		x.flags |= flagLocalExhaustion
+		x.status = fasthttp.StatusServiceUnavailable
+		plainBytes(ctx, x.status, t.msg503)
+	case stageTimeout:
+		x.flags |= flagUpstreamTimeout
+		x.status = fasthttp.StatusGatewayTimeout
+		plainBytes(ctx, x.status, t.msg504)
+	case stageClient:
+		x.closeAll = true
+		x.status = h.clientFailure(ctx, t, x, &body)
+	default:
+		x.flags |= flagUpstreamFailed
+		if !ar.resendable() {
+			x.flags |= flagBodyNotRetried
+		}
+		x.status = fasthttp.StatusBadGateway
+		plainBytes(ctx, x.status, t.msg502)
+	}
 }
 
-// retriable says whether a failed attempt may go to another backend: a
-// request that never left holdfast always may (any method, if its body can
-// be sent again); one reset before any response byte only if idempotent.
-func (h *HTTP) retriable(req *fasthttp.Request, st stage, cfg *TargetConfig) bool {
-	switch st {
-	case stageConnect:
-		return cfg.Retry.OnConnectFailure
-	case stageWrite:
-		return cfg.Retry.OnConnectFailure && !req.IsBodyStream()
-	case stageRead:
-		return cfg.Retry.OnReset && !req.IsBodyStream() && isIdempotent(req)
+// readBody reads a body of up to the pool's buffer_body whole, so a retry
+// can send it again, or sets up a larger one to be streamed. It answers
+// the client itself (and returns false) when the body is too large, ends
+// early, stalls or is malformed.
+func (h *HTTP) readBody(ctx *fasthttp.RequestCtx, t *Target, cfg *TargetConfig, x *exchange, b *reqBody, cl int) bool {
+	b.max = h.opts.MaxBodyBytes
+	if b.max > 0 && int64(cl) > b.max {
+		x.closeAll = true
+		x.status = fasthttp.StatusRequestEntityTooLarge
+		plainBytes(ctx, x.status, t.msg413)
+		return false
 	}
-	return false
+	b.src = ctx.RequestBodyStream()
+	if b.src == nil { // read whole by the server (not streamed)
+		b.buf = append(b.buf, ctx.Request.Body()...)
+		b.eof = true
+		ctx.Request.Header.SetContentLength(len(b.buf))
+		return true
+	}
+	b.conn, b.idle = ctx.Conn(), h.opts.ReadTimeout
+	if cl > cfg.BufferBody {
+		return true // streamed with its length; never resent once started
+	}
+	whole, err := b.fill(cfg.BufferBody)
+	if err != nil {
+		x.closeAll = true
+		x.status = h.clientFailure(ctx, t, x, b)
+		return false
+	}
+	if whole {
+		// Kept whole: sent with its length, whatever framing it came in.
+		ctx.Request.Header.SetContentLength(len(b.buf))
+		return true
+	}
+	b.chunked = true // a chunked body larger than buffer_body: streamed
+	return true
+}
+
+// clientFailure answers a request whose body failed on the client's side.
+func (h *HTTP) clientFailure(ctx *fasthttp.RequestCtx, t *Target, x *exchange, b *reqBody) int {
+	err := b.err
+	var ne net.Error
+	switch {
+	case errors.Is(err, errBodyTooLarge):
+		plainBytes(ctx, fasthttp.StatusRequestEntityTooLarge, t.msg413)
+		return fasthttp.StatusRequestEntityTooLarge
+	case errors.As(err, &ne) && ne.Timeout():
+		x.flags |= flagClientAbort
+		plain(ctx, fasthttp.StatusRequestTimeout, "408 Request Timeout: the request body stalled (pool "+t.Name+")\n")
+		return fasthttp.StatusRequestTimeout
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		x.flags |= flagClientAbort
+		plain(ctx, fasthttp.StatusBadRequest, "400 Bad Request: the request body ended early (pool "+t.Name+")\n")
+		return fasthttp.StatusBadRequest
+	}
+	x.flags |= flagBadRequest
+	if h.badRequest != nil {
+		h.badRequest.Inc()
+	}
+	plain(ctx, fasthttp.StatusBadRequest, "400 Bad Request: malformed request body (pool "+t.Name+")\n")
+	return fasthttp.StatusBadRequest
+}
+
+// closeDelimited sends a response of unknown length to an HTTP/1.0
+// client, which cannot take chunked: the body runs until holdfast closes
+// the connection.
+func (h *HTTP) closeDelimited(ctx *fasthttp.RequestCtx) {
+	resp := &ctx.Response
+	s, ok := resp.BodyStream().(*bodyStream)
+	if !ok {
+		return
+	}
+	s.oneShot = true // closed here; fasthttp's own close later is a no-op
+	resp.Header.SetConnectionClose()
+	resp.Header.SetContentLength(-2)
+	head := resp.Header.AppendBytes(nil)
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		defer s.Close()
+		if _, err := c.Write(head); err != nil {
+			return
+		}
+		_, _ = io.Copy(c, s)
+	})
 }
 
 func requestHash(ctx *fasthttp.RequestCtx, cfg *TargetConfig) uint64 {
@@ -385,115 +519,6 @@ func requestHash(ctx *fasthttp.RequestCtx, cfg *TargetConfig) uint64 {
 		}
 	}
 	return balancer.HashBytes(ctx.RemoteIP())
-}
-
-// hopHeaders are removed in both directions (RFC 9110 §7.6.1).
-var hopHeaders = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
-	"Proxy-Authorization", "TE", "Trailer", "Upgrade"}
-
-func isHop(k []byte) bool {
-	switch len(k) {
-	case 2, 7, 10, 16, 18, 19:
-	default:
-		return false
-	}
-	for _, h := range hopHeaders {
-		if len(h) == len(k) && asciiEqualFoldStr(k, h) {
-			return true
-		}
-	}
-	return false
-}
-
-func asciiEqualFoldStr(a []byte, b string) bool {
-	for i := range a {
-		x, y := a[i]|0x20, b[i]|0x20
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// prepareRequest strips hop-by-hop headers and sets X-Forwarded-*.
-func prepareRequest(ctx *fasthttp.RequestCtx) {
-	hdr := &ctx.Request.Header
-	found := false
-	for k := range hdr.All() {
-		if isHop(k) {
-			found = true
-			break
-		}
-	}
-	if found {
-		stripNamed(hdr.Peek("Connection"), hdr.DelBytes)
-		for _, k := range hopHeaders {
-			hdr.Del(k)
-		}
-	}
-	var buf [256]byte
-	b := buf[:0]
-	if prior := hdr.Peek(hdrXFF); len(prior) > 0 {
-		b = append(b, prior...)
-		b = append(b, ", "...)
-	}
-	b = appendIP(b, ctx.RemoteIP())
-	hdr.SetBytesV(hdrXFF, b)
-	if ctx.IsTLS() {
-		hdr.SetBytesV(hdrXFProto, strHTTPS)
-		ctx.Request.URI().SetSchemeBytes(strHTTP)
-	} else {
-		hdr.SetBytesV(hdrXFProto, strHTTP)
-	}
-	hdr.SetBytesV(hdrXFHost, hdr.Host())
-	// Host goes upstream as the client sent it: without this, fasthttp
-	// rewrites it from the parsed URI, lower-cased.
-	ctx.Request.UseHostHeader = true
-}
-
-// stripNamed removes the headers a Connection header lists.
-func stripNamed(conn []byte, del func([]byte)) {
-	for len(conn) > 0 {
-		var tok []byte
-		if i := bytes.IndexByte(conn, ','); i >= 0 {
-			tok, conn = conn[:i], conn[i+1:]
-		} else {
-			tok, conn = conn, nil
-		}
-		tok = bytes.TrimSpace(tok)
-		if len(tok) > 0 && !(len(tok) == 5 && asciiEqualFoldStr(tok, "close")) {
-			del(tok) // DelBytes: a string(tok) here cost an allocation per token
-		}
-	}
-}
-
-// stripResponseHop is prepareRequest's hop-by-hop pass for the response
-// header. It is written out twice on purpose: a shared helper over both
-// header types (generic, or taking their methods as func values) costs 4-6
-// heap allocations per request, which TestProxyRequestPathAllocs forbids.
-func stripResponseHop(resp *fasthttp.Response) {
-	hdr := &resp.Header
-	found := false
-	for k := range hdr.All() {
-		if isHop(k) {
-			found = true
-			break
-		}
-	}
-	if found {
-		stripNamed(hdr.Peek("Connection"), hdr.DelBytes)
-		for _, k := range hopHeaders {
-			hdr.Del(k)
-		}
-	}
-}
-
-func appendIP(b []byte, ip net.IP) []byte {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return append(b, "unknown"...)
-	}
-	return a.Unmap().AppendTo(b)
 }
 
 // SetAccessLog turns the access log on or off (reload).

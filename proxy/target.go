@@ -38,6 +38,8 @@ type TargetConfig struct {
 	Retry    RetryPolicy
 	HashKind HashKind
 	HashName string
+	// BufferBody is how much of a request body is kept for a retry.
+	BufferBody int
 }
 
 // Target is a pool as the data path sees it: its balancer, retry budget and
@@ -54,7 +56,7 @@ type Target struct {
 
 	retryConnect, retryReset prometheus.Counter
 
-	msg503, msg502, msg504 []byte
+	msg503, msg502, msg504, msg413 []byte
 }
 
 // tokenCap bounds the saved-up retry budget (in thousandths).
@@ -68,6 +70,7 @@ func NewTarget(pool *balancer.Pool, cfg *TargetConfig, m *metrics.Metrics) *Targ
 		msg503: []byte("503 Service Unavailable: no routable backend in pool " + pool.Name() + "\n"),
 		msg502: []byte("502 Bad Gateway: upstream failed in pool " + pool.Name() + "\n"),
 		msg504: []byte("504 Gateway Timeout: upstream too slow in pool " + pool.Name() + "\n"),
+		msg413: []byte("413 Request Entity Too Large (pool " + pool.Name() + ")\n"),
 	}
 	t.cfg.Store(cfg)
 	// A fresh pool may retry a little before traffic has paid for it.

@@ -136,44 +136,23 @@ func (p *TCP) handle(client net.Conn) {
 			hash = balancer.HashBytes(a.IP)
 		}
 	}
-	var tried [4]*balancer.Endpoint
-	n := 0
 	var backend net.Conn
-	var ep *balancer.Endpoint
-	for attempt := 0; ; attempt++ {
-		ep = t.Pool.Picker().Pick(hash, tried[:n])
-		if ep == nil {
-			p.log.Debug("no routable backend", "pool", t.Name, "client", client.RemoteAddr().String())
-			return
+	start := time.Now()
+	o := t.run(cfg, hash, start, attemptReq{idempotent: true, hold: true}, func(ep *balancer.Endpoint) (stage, int) {
+		c, err := ep.Upstream.(*Upstream).dialTunnel()
+		if err != nil {
+			return stageOf(err), 0
 		}
-		if n < len(tried) {
-			tried[n] = ep
-			n++
-		}
-		up := ep.Upstream.(*Upstream)
-		if up.cfg.MaxConns > 0 && ep.Conns() >= int64(up.cfg.MaxConns) {
-			if attempt < cfg.Retry.Attempts {
-				continue
-			}
-			return
-		}
-		c, err := up.dial(ep.Addr, up.cfg.ConnectTimeout)
-		if err == nil {
-			backend = c
-			ep.Success()
-			break
-		}
-		ep.Failure()
-		if attempt >= cfg.Retry.Attempts || !cfg.Retry.OnConnectFailure || !t.withdraw() {
-			p.log.Debug("backend connect failed", "pool", t.Name, "backend", ep.Addr, "err", err)
-			return
-		}
-		if t.retryConnect != nil {
-			t.retryConnect.Inc()
-		}
+		backend = c
+		return stageOK, 0
+	})
+	if o.st != stageOK {
+		p.log.Debug("no backend for connection", "pool", t.Name, "client", client.RemoteAddr().String(), "stage", o.st)
+		return
 	}
-	t.deposit(cfg.Retry.Budget)
+	ep := o.ep
 	defer backend.Close()
+	defer func() { ep.End(time.Since(start)) }()
 	up := ep.Upstream.(*Upstream)
 	if up.cfg.SendProxy != "" {
 		h, err := proxyHeader(up.cfg.SendProxy, client.RemoteAddr(), client.LocalAddr())
@@ -189,9 +168,6 @@ func (p *TCP) handle(client net.Conn) {
 			return
 		}
 	}
-	ep.Begin()
-	start := time.Now()
-	defer func() { ep.End(time.Since(start)) }()
 	if err := tunnel(client, backend, p.opts.IdleTimeout); err != nil {
 		p.log.Debug("connection ended", "pool", t.Name, "backend", ep.Addr, "err", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http/httputil"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -44,12 +43,16 @@ type Upstream struct {
 	ep     *balancer.Endpoint
 	hc     *fasthttp.HostClient
 	cfg    UpstreamConfig
-	active atomic.Int64 // connections checked out by a request
+	active atomic.Int64  // connections checked out by a request
+	slots  chan struct{} // one per open connection, up to MaxConns; nil: unlimited
 }
 
 // NewUpstream builds the client for ep.
 func NewUpstream(ep *balancer.Endpoint, cfg UpstreamConfig) *Upstream {
 	u := &Upstream{ep: ep, cfg: cfg}
+	if cfg.MaxConns > 0 {
+		u.slots = make(chan struct{}, cfg.MaxConns)
+	}
 	u.hc = &fasthttp.HostClient{
 		Addr:                          ep.Addr,
 		MaxConns:                      cfg.MaxConns,
@@ -80,10 +83,15 @@ func (u *Upstream) Conns() int { return u.hc.ConnsCount() }
 // upConn counts itself on the endpoint while open.
 type upConn struct {
 	net.Conn
-	ep     *balancer.Endpoint
-	used   bool
-	wrote  bool // a request went out; the next read waits for its answer
-	closed atomic.Bool
+	ep    *balancer.Endpoint
+	u     *Upstream
+	used  bool
+	wrote bool // a request went out; the next read waits for its answer
+	// suspect: the last response had no body by rule (HEAD, 204, 304); a
+	// body the backend sent anyway may still arrive, so the connection is
+	// peeked before it is used again.
+	suspect bool
+	closed  atomic.Bool
 	// born is when the connection was made (with a monotonic reading);
 	// deadline is the current read/write deadline as an offset from born,
 	// 0 when none. Offsets cost one monotonic clock read per check, where
@@ -185,6 +193,7 @@ func (c *upConn) clearDeadline() {
 
 func (c *upConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
+		c.u.releaseSlot()
 		c.ep.ConnClosed()
 		if s := c.ep.Stats; s != nil {
 			s.Conns.Dec()
@@ -193,12 +202,62 @@ func (c *upConn) Close() error {
 	return c.Conn.Close()
 }
 
+// errQueueTimeout: every connection to the backend stayed busy for the
+// whole queue_timeout.
+var errQueueTimeout = errors.New("no free connection to the backend within queue_timeout")
+
+// acquireSlot takes one of the backend's max_conns_per_backend connection
+// slots, waiting up to queue_timeout. Pooled HTTP connections, upgraded
+// connections and TCP tunnels share the slots, so together they never
+// exceed the limit, and there is no check-then-dial race.
+func (u *Upstream) acquireSlot() error {
+	if u.slots == nil {
+		return nil
+	}
+	select {
+	case u.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	if u.cfg.QueueTimeout <= 0 {
+		return &attemptError{stageQueue, errQueueTimeout}
+	}
+	t := time.NewTimer(u.cfg.QueueTimeout)
+	defer t.Stop()
+	select {
+	case u.slots <- struct{}{}:
+		return nil
+	case <-t.C:
+		return &attemptError{stageQueue, errQueueTimeout}
+	}
+}
+
+func (u *Upstream) releaseSlot() {
+	if u.slots != nil {
+		<-u.slots
+	}
+}
+
+// dialTunnel opens a connection of its own (an upgrade, a TCP tunnel),
+// within the backend's connection slots.
+func (u *Upstream) dialTunnel() (net.Conn, error) {
+	c, err := u.dial(u.ep.Addr, u.cfg.ConnectTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if timeout <= 0 || (u.cfg.ConnectTimeout > 0 && u.cfg.ConnectTimeout < timeout) {
 		timeout = u.cfg.ConnectTimeout
 	}
+	if err := u.acquireSlot(); err != nil {
+		return nil, err
+	}
 	c, err := net.DialTimeout("tcp", addr, timeout)
 	if err != nil {
+		u.releaseSlot()
 		return nil, &dialError{err}
 	}
 	if tc, ok := c.(*net.TCPConn); ok {
@@ -208,105 +267,88 @@ func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if s := u.ep.Stats; s != nil {
 		s.Conns.Inc()
 	}
-	uc := &upConn{Conn: c, ep: u.ep, born: time.Now()}
+	uc := &upConn{Conn: c, ep: u.ep, u: u, born: time.Now()}
 	uc.direct = uc.io.init(c)
 	uc.acked0, _ = bytesAcked(c)
 	return uc, nil
 }
 
-// Attempt failure stages, so the proxy knows whether request bytes may have
-// reached the backend.
-type stage uint8
-
-const (
-	stageConnect stage = iota + 1 // no byte left holdfast: safe to retry any request
-	stageQueue                    // every connection busy past queue_timeout
-	stageWrite                    // sending failed: the backend got no complete request
-	stageRead                     // no complete response header arrived
-	stageTimeout                  // the backend was too slow
-)
-
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return "connect: " + e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
-
-type attemptError struct {
-	stage stage
-	err   error
-}
-
-func (e *attemptError) Error() string { return e.err.Error() }
-func (e *attemptError) Unwrap() error { return e.err }
-
-func fail(s stage, err error) error {
-	var ne net.Error
-	if errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout()) {
-		if s == stageConnect {
-			return &attemptError{stageConnect, err}
-		}
-		return &attemptError{stageTimeout, err}
-	}
-	return &attemptError{s, err}
-}
-
-// stageOf classifies an error returned by Do.
-func stageOf(err error) stage {
-	var ae *attemptError
-	if errors.As(err, &ae) {
-		return ae.stage
-	}
-	return stageRead
-}
-
-// RoundTrip implements fasthttp.RoundTripper: one attempt, no retries, with
-// failures classified by stage.
-func (u *Upstream) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	idempotent := isIdempotent(req)
-	for tries := 0; ; tries++ {
-		c, err := hc.AcquireConn(0, false)
-		if err != nil {
-			if errors.Is(err, fasthttp.ErrNoFreeConns) {
-				return false, &attemptError{stageQueue, err}
-			}
-			return false, fail(stageConnect, err)
-		}
-		// u.dial is the client's only dialer, so every connection is an upConn.
-		uc := c.Conn().(*upConn)
-		reused := uc.used
-		if reused && !idempotent && tries < 4 && uc.direct && uc.io.peerClosed() {
-			hc.CloseConn(c)
-			continue
-		}
-		uc.used = true
-		err = u.exchange(hc, c, uc, req, resp)
-		if err != nil && reused && tries < 4 && stageOf(err) == stageWrite && !req.IsBodyStream() {
-			// A pooled connection the backend had closed (its keep-alive
-			// timeout is shorter than ours): the request never reached it.
-			// Send it again on another connection to the same backend
-			// rather than spend a retry and count a failure against it.
-			continue
-		}
-		return false, err
-	}
+// RoundTrip implements fasthttp.RoundTripper for callers that go through
+// the HostClient (none on the request path): one attempt, no body beyond
+// what req holds.
+func (u *Upstream) RoundTrip(_ *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	return false, u.roundTrip(req, resp, nil, nil, 0)
 }
 
 // connOps releases and closes fasthttp's pooled connections, whose type is
 // unexported: it is captured once, by inference, as a type parameter.
-var connOps = newConnOps((*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
+var connOps = newConnOps((*fasthttp.HostClient).AcquireConn, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
 
 type connFuncs struct {
+	acquire        func(*fasthttp.HostClient) (any, net.Conn, error)
 	release, close func(*fasthttp.HostClient, any)
 }
 
-func newConnOps[C any](rel, cls func(*fasthttp.HostClient, C)) connFuncs {
+func newConnOps[C interface{ Conn() net.Conn }](acq func(*fasthttp.HostClient, time.Duration, bool) (C, error), rel, cls func(*fasthttp.HostClient, C)) connFuncs {
 	return connFuncs{
+		acquire: func(hc *fasthttp.HostClient) (any, net.Conn, error) {
+			c, err := acq(hc, 0, false)
+			if err != nil {
+				return nil, nil, err
+			}
+			return c, c.Conn(), nil
+		},
 		release: func(hc *fasthttp.HostClient, cc any) { rel(hc, cc.(C)) },
 		close:   func(hc *fasthttp.HostClient, cc any) { cls(hc, cc.(C)) },
 	}
 }
 
-func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response) error {
+// roundTrip is one attempt: req's head and body go to the backend on a
+// pooled connection and the response head is read into resp, its body
+// read whole or handed over as a stream. body may be nil (no body, or the
+// body is in req). client and writeIdle let a streamed response keep the
+// client's write deadline moving while bytes flow. Failures are classified
+// by stage (stageOf).
+func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle time.Duration) error {
+	hc := u.hc
+	idempotent := isIdempotent(req)
+	for tries := 0; ; tries++ {
+		cc, conn, err := connOps.acquire(hc)
+		if err != nil {
+			if errors.Is(err, fasthttp.ErrNoFreeConns) {
+				return &attemptError{stageQueue, err}
+			}
+			var de *dialError
+			if errors.As(err, &de) {
+				return fail(stageConnect, de.err)
+			}
+			return fail(stageConnect, err)
+		}
+		// u.dial is the client's only dialer, so every connection is an upConn.
+		uc := conn.(*upConn)
+		reused := uc.used
+		if reused && tries < 4 && uc.direct && (uc.suspect || !idempotent) && uc.io.peerClosed() {
+			// Closed by the backend while idle, or holding bytes nobody
+			// asked for (a body after a HEAD, 204 or 304): never reused.
+			connOps.close(hc, cc)
+			continue
+		}
+		uc.used, uc.suspect = true, false
+		err = u.exchange(cc, uc, req, resp, body, client, writeIdle)
+		if err != nil && reused && tries < 4 && stageOf(err) == stageWrite && (body == nil || body.resendable()) {
+			// A pooled connection the backend had closed (its keep-alive
+			// timeout is shorter than ours): the request never reached it.
+			// Send it again on another connection to the same backend
+			// rather than spend a retry and count a failure against it.
+			resp.Reset()
+			continue
+		}
+		return err
+	}
+}
+
+func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle time.Duration) error {
+	hc := u.hc
 	conn := net.Conn(uc)
 	u.active.Add(1)
 	closeConn := func() {
@@ -319,19 +361,41 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, uc *upConn, req *fa
 			return fail(stageWrite, err)
 		}
 	}
+	var inline []byte // a body held by req itself (not read from a client)
+	if body == nil {
+		if inline = req.Body(); len(inline) > 0 {
+			req.Header.SetContentLength(len(inline))
+		}
+	}
 	bw := hc.AcquireWriter(conn)
-	err := req.Write(bw)
+	err := req.Header.Write(bw)
+	if err == nil {
+		if body != nil && (body.src != nil || len(body.buf) > 0) {
+			err = body.writeTo(bw)
+		} else if len(inline) > 0 {
+			_, err = bw.Write(inline)
+		}
+	}
 	if err == nil {
 		err = bw.Flush()
 	}
 	hc.ReleaseWriter(bw)
 	if err != nil {
-		closeConn()
-		return fail(stageWrite, err)
+		if body != nil && body.err != nil {
+			closeConn()
+			return fail(stageClient, body.err)
+		}
+		if body == nil || !body.started {
+			closeConn()
+			return fail(stageWrite, err)
+		}
+		// The backend stopped reading a streamed body: it may have
+		// answered already (413, 401...). That answer is relayed if it is
+		// there; the connection is not reused either way.
+		req.Header.SetConnectionClose()
 	}
 	br := hc.AcquireReader(conn)
-	resp.Header.DisableNormalizing()
-	if err := resp.Header.Read(br); err != nil {
+	if err := readHead(resp, br); err != nil {
 		hc.ReleaseReader(br)
 		st := stageRead
 		if uc.unacked() {
@@ -340,22 +404,20 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, uc *upConn, req *fa
 		closeConn()
 		return fail(st, err)
 	}
-	for n := 0; resp.StatusCode() >= 100 && resp.StatusCode() < 200 && resp.StatusCode() != fasthttp.StatusSwitchingProtocols; n++ {
-		if n > 4 {
-			hc.ReleaseReader(br)
-			closeConn()
-			return fail(stageRead, errors.New("too many interim responses"))
-		}
-		if err := resp.Header.Read(br); err != nil {
-			hc.ReleaseReader(br)
-			closeConn()
-			return fail(stageRead, err)
-		}
+	status := resp.StatusCode()
+	if status == fasthttp.StatusSwitchingProtocols {
+		hc.ReleaseReader(br)
+		closeConn()
+		return fail(stageRead, errors.New("101 Switching Protocols to a request that did not ask to upgrade"))
 	}
-	if req.Header.IsHead() || resp.StatusCode() == fasthttp.StatusNoContent || resp.StatusCode() == fasthttp.StatusNotModified {
+	if req.Header.IsHead() || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
 		resp.SkipBody = true
 	}
 	cl := resp.Header.ContentLength()
+	if status == fasthttp.StatusNoContent || (status == fasthttp.StatusNotModified && cl == -1) {
+		resp.Header.SetContentLength(0) // no framing to pass on
+		cl = 0
+	}
 	if resp.SkipBody || (cl >= 0 && cl <= bufferLimit) {
 		if !resp.SkipBody {
 			if err := resp.ReadBody(br, 0); err != nil {
@@ -364,9 +426,15 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, uc *upConn, req *fa
 				return fail(stageRead, err)
 			}
 		}
+		// Bytes beyond the response mean the backend and holdfast frame its
+		// messages differently: the connection is never reused. A body on
+		// a HEAD, 204 or 304 may still be on its way: the connection is
+		// peeked before its next use.
+		extra := br.Buffered() > 0
+		uc.suspect = resp.SkipBody
 		hc.ReleaseReader(br)
 		u.active.Add(-1)
-		if resp.ConnectionClose() || req.ConnectionClose() || u.idleFull() {
+		if extra || resp.ConnectionClose() || req.Header.ConnectionClose() || u.idleFull() {
 			connOps.close(hc, cc)
 		} else {
 			connOps.release(hc, cc)
@@ -375,26 +443,39 @@ func (u *Upstream) exchange(hc *fasthttp.HostClient, cc any, uc *upConn, req *fa
 	}
 	// Large or unknown length: stream to the client as it arrives.
 	s := streamPool.Get().(*bodyStream)
-	s.u, s.hc, s.cc, s.br = u, hc, cc, br
-	s.reuse = cl >= 0 && !resp.ConnectionClose() && !req.ConnectionClose()
+	s.u, s.cc, s.uc, s.br, s.resp = u, cc, uc, br, resp
+	s.client, s.writeIdle = client, writeIdle
+	s.reuse = !resp.ConnectionClose() && !req.Header.ConnectionClose()
 	switch {
 	case cl >= 0:
-		s.left = int64(cl)
-		s.r = nil
+		s.mode, s.left = modeLength, int64(cl)
 	case cl == -1:
-		s.left = -1
-		s.r = httputil.NewChunkedReader(br)
+		s.mode = modeChunked
 	default:
-		s.left = -1
-		s.r = br
+		s.mode, s.reuse = modeClose, false // close-delimited (HTTP/1.0 style)
 	}
-	// The body may take long; the client side's write timeout bounds it.
-	uc.clearDeadline()
 	resp.SetBodyStream(s, cl)
-	if cl == -1 {
+	if cl < 0 {
 		resp.Header.SetContentLength(-1)
 	}
 	return nil
+}
+
+// readHead reads the response head, skipping interim (1xx) responses but
+// 101.
+func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
+	for n := 0; ; n++ {
+		if err := resp.Header.Read(br); err != nil {
+			return err
+		}
+		st := resp.StatusCode()
+		if st >= 200 || st == fasthttp.StatusSwitchingProtocols {
+			return nil
+		}
+		if n >= 4 {
+			return errors.New("too many interim responses")
+		}
+	}
 }
 
 func (u *Upstream) idleFull() bool {
@@ -404,24 +485,64 @@ func (u *Upstream) idleFull() bool {
 	return u.ep.Conns()-u.active.Load() >= int64(u.cfg.MaxIdle)
 }
 
+// Body framings of a streamed response.
+const (
+	modeLength  uint8 = iota + 1 // Content-Length
+	modeChunked                  // chunked, decoded here to its end
+	modeClose                    // until the backend closes
+)
+
 // bodyStream hands a streamed upstream body to the client side and gives
-// the connection back (or closes it) when the body is done.
+// the connection back (or closes it) when the body is done. The pool's
+// response timeout bounds each silence from the backend, and each chunk
+// read moves the client's write deadline on, so a stream that keeps moving
+// is never cut.
 type bodyStream struct {
-	u     *Upstream
-	hc    *fasthttp.HostClient
-	cc    any
-	br    *bufio.Reader
-	r     io.Reader // chunked decoder or raw reader; nil: length-limited br
-	left  int64
-	reuse bool
-	err   error
+	u         *Upstream
+	cc        any
+	uc        *upConn
+	br        *bufio.Reader
+	resp      *fasthttp.Response
+	client    net.Conn
+	writeIdle time.Duration
+	mode      uint8
+	left      int64 // modeLength: bytes to come; modeChunked: of this chunk
+	chunkEnd  bool  // modeChunked: the CRLF after a chunk is due
+	done      bool  // the body was read to its end
+	reuse     bool
+	err       error
+	// oneShot streams are closed by their reader (closeDelimited) and then
+	// once more by fasthttp: they are not pooled, and close once.
+	oneShot, closed bool
 }
 
 var streamPool = sync.Pool{New: func() any { return new(bodyStream) }}
 
 func (s *bodyStream) Read(p []byte) (int, error) {
-	if s.r == nil {
+	if s.done {
+		return 0, io.EOF
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	if t := s.u.cfg.ResponseTimeout; t > 0 {
+		_ = s.uc.extendDeadline(t)
+	}
+	if s.client != nil && s.writeIdle > 0 {
+		_ = s.client.SetWriteDeadline(time.Now().Add(s.writeIdle))
+	}
+	n, err := s.read(p)
+	if err != nil && err != io.EOF {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *bodyStream) read(p []byte) (int, error) {
+	switch s.mode {
+	case modeLength:
 		if s.left <= 0 {
+			s.done = true
 			return 0, io.EOF
 		}
 		if int64(len(p)) > s.left {
@@ -429,32 +550,71 @@ func (s *bodyStream) Read(p []byte) (int, error) {
 		}
 		n, err := s.br.Read(p)
 		s.left -= int64(n)
-		if err != nil {
-			s.err = err
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return n, err
+		if err == io.EOF {
+			return n, io.ErrUnexpectedEOF
 		}
-		return n, nil
+		if err == nil && s.left == 0 {
+			s.done = true
+		}
+		return n, err
+	case modeClose:
+		n, err := s.br.Read(p)
+		if err == io.EOF {
+			s.done = true
+		}
+		return n, err
 	}
-	n, err := s.r.Read(p)
-	if err != nil && err != io.EOF {
-		s.err = err
+	if s.left == 0 {
+		if s.chunkEnd {
+			if err := readCRLF(s.br); err != nil {
+				return 0, err
+			}
+			s.chunkEnd = false
+		}
+		size, err := readChunkSize(s.br)
+		if err != nil {
+			return 0, err
+		}
+		if size == 0 {
+			if err := readTrailers(s.br, &s.resp.Header); err != nil {
+				return 0, err
+			}
+			s.done = true
+			return 0, io.EOF
+		}
+		s.left, s.chunkEnd = size, true
+	}
+	if int64(len(p)) > s.left {
+		p = p[:s.left]
+	}
+	n, err := s.br.Read(p)
+	s.left -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }
 
-// Close returns the connection: to the pool if the body was read whole on a
-// keep-alive connection, closed otherwise.
+// Close returns the connection: to the pool if the body was read to its
+// end on a keep-alive connection and nothing follows it, closed otherwise.
 func (s *bodyStream) Close() error {
-	done := s.r == nil && s.left == 0 && s.err == nil
-	s.hc.ReleaseReader(s.br)
+	if s.closed {
+		return nil
+	}
+	reuse := s.done && s.reuse && s.br.Buffered() == 0 && !s.u.idleFull()
+	if t := s.u.cfg.ResponseTimeout; t > 0 && reuse {
+		_ = s.uc.extendDeadline(t)
+	}
+	s.u.hc.ReleaseReader(s.br)
 	s.u.active.Add(-1)
-	if done && s.reuse && !s.u.idleFull() {
-		connOps.release(s.hc, s.cc)
+	if reuse {
+		connOps.release(s.u.hc, s.cc)
 	} else {
-		connOps.close(s.hc, s.cc)
+		connOps.close(s.u.hc, s.cc)
+	}
+	if s.oneShot {
+		s.closed = true
+		return nil
 	}
 	*s = bodyStream{}
 	streamPool.Put(s)

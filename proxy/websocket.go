@@ -12,7 +12,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/holdfast-lb/holdfast/balancer"
-	"github.com/holdfast-lb/holdfast/metrics"
 )
 
 // isUpgrade reports whether a request asks to switch protocols (WebSocket,
@@ -53,109 +52,95 @@ func hasToken(v []byte, tok string) bool {
 	return false
 }
 
+// wantsUpgrade reports whether the request asks to switch to a protocol
+// the listener passes through. Any other Upgrade (h2c always) is served
+// as a plain request, its Upgrade header dropped as hop-by-hop.
+func (h *HTTP) wantsUpgrade(hdr *fasthttp.RequestHeader) bool {
+	if !isUpgrade(hdr) {
+		return false
+	}
+	v := bytes.TrimSpace(hdr.Peek(hdrUpgrade))
+	if len(v) == 3 && asciiEqualFoldStr(v, "h2c") {
+		return false
+	}
+	for _, p := range h.opts.Upgrades {
+		if len(v) == len(p) && asciiEqualFoldStr(v, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // upgrade passes an Upgrade request to a backend on a connection of its
 // own. If the backend answers 101 the client's connection is taken over
 // (fasthttp's Hijack, after the 101 is written) and the two become a byte
 // stream both ways until either side closes or the listener's idle
 // timeout passes with no byte moved. Any other answer is relayed as an
-// ordinary response. A backend that cannot be reached is retried on
-// another before any byte is sent, as for ordinary requests.
-func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target) int {
+// ordinary response. Backends are picked, retried and limited by the same
+// attempt loop as ordinary requests.
+func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange) int {
 	req, resp := &ctx.Request, &ctx.Response
 	if cl := req.Header.ContentLength(); cl > 0 || cl == -1 {
 		// An upgrade carrying a body is served as a plain request (the
 		// Upgrade header is dropped as hop-by-hop).
-		status, _ := h.proxy(ctx, t)
-		return status
+		h.proxy(ctx, t, x, !req.Header.IsHTTP11())
+		return x.status
 	}
 	var upBuf [64]byte
-	upgradeTo := upBuf[:0]
-	for k, v := range req.Header.All() {
-		if len(k) == 7 && asciiEqualFoldStr(k, "Upgrade") {
-			upgradeTo = append(upgradeTo, v...)
-			break
-		}
-	}
+	upgradeTo := append(upBuf[:0], bytes.TrimSpace(req.Header.Peek(hdrUpgrade))...)
 	cfg := t.cfg.Load()
-	t.deposit(cfg.Retry.Budget)
-	prepareRequest(ctx)
+	ct := stripRequestHop(&req.Header)
+	if ct.close {
+		x.closeAll = true
+	}
+	req.Header.ResetConnectionClose()
+	setForwarded(&req.Header, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(peerAddr(ctx.RemoteIP())), req.Header.Host())
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.SetBytesV("Upgrade", upgradeTo)
+	req.Header.SetProtocolBytes(strHTTP11)
 	var hash uint64
 	if cfg.HashKind != HashNone {
 		hash = requestHash(ctx, cfg)
 	}
-
-	var tried [4]*balancer.Endpoint
-	n := 0
-	var ep *balancer.Endpoint
 	var backend net.Conn
-	for attempt := 0; ; attempt++ {
-		ep = t.Pool.Picker().Pick(hash, tried[:n])
-		if ep == nil {
-			plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
-			return fasthttp.StatusServiceUnavailable
-		}
-		if n < len(tried) {
-			tried[n] = ep
-			n++
-		}
+	var br *bufio.Reader
+	x.out = t.run(cfg, hash, ctx.Time(), attemptReq{idempotent: true, hold: true}, func(ep *balancer.Endpoint) (stage, int) {
 		up := ep.Upstream.(*Upstream)
-		if up.cfg.MaxConns > 0 && ep.Conns() >= int64(up.cfg.MaxConns) {
-			if attempt < cfg.Retry.Attempts {
-				continue
+		c, err := up.dialTunnel()
+		if err != nil {
+			return stageOf(err), 0
+		}
+		status, r, err := h.handshake(ctx, up, c)
+		if err != nil {
+			_ = c.Close()
+			resp.Reset()
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return stageTimeout, 0
 			}
-			plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
-			return fasthttp.StatusServiceUnavailable
+			return stageRead, 0
 		}
-		c, err := up.dial(ep.Addr, up.cfg.ConnectTimeout)
-		if err == nil {
-			backend = c
-			break
-		}
-		ep.Failure()
-		if s := ep.Stats; s != nil {
-			s.ByClass[5].Inc()
-		}
-		if attempt >= cfg.Retry.Attempts || !cfg.Retry.OnConnectFailure || !t.withdraw() {
-			h.log.Debug("backend connect failed", "pool", t.Name, "backend", ep.Addr, "err", err)
-			plainBytes(ctx, fasthttp.StatusBadGateway, t.msg502)
-			return fasthttp.StatusBadGateway
-		}
-		if t.retryConnect != nil {
-			t.retryConnect.Inc()
-		}
+		backend, br = c, r
+		return stageOK, status
+	})
+	switch x.out.st {
+	case stageOK:
+	case stageNoBackend, stageQueue, stageLocal:
+		plainBytes(ctx, fasthttp.StatusServiceUnavailable, t.msg503)
+		return fasthttp.StatusServiceUnavailable
+	case stageTimeout:
+		plainBytes(ctx, fasthttp.StatusGatewayTimeout, t.msg504)
+		return fasthttp.StatusGatewayTimeout
+	default:
+		plainBytes(ctx, fasthttp.StatusBadGateway, t.msg502)
+		return fasthttp.StatusBadGateway
 	}
-	up := ep.Upstream.(*Upstream)
-	ep.Begin()
+	ep, status := x.out.ep, x.out.status
 	start := time.Now()
-	end := func(status int) {
-		ep.End(time.Since(start))
-		if s := ep.Stats; s != nil {
-			s.ByClass[metrics.ClassIndex(status)].Inc()
-		}
-	}
-	status, br, err := h.handshake(ctx, up, backend)
-	if err != nil {
-		_ = backend.Close()
-		ep.Failure()
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			plainBytes(ctx, fasthttp.StatusGatewayTimeout, t.msg504)
-			status = fasthttp.StatusGatewayTimeout
-		} else {
-			plainBytes(ctx, fasthttp.StatusBadGateway, t.msg502)
-			status = fasthttp.StatusBadGateway
-		}
-		h.log.Debug("upgrade failed", "pool", t.Name, "backend", ep.Addr, "err", err)
-		end(status)
-		return status
-	}
-	ep.Success()
 	if status != fasthttp.StatusSwitchingProtocols {
 		_ = backend.Close()
-		stripResponseHop(resp)
-		end(status)
+		ep.End(time.Since(start))
+		stripResponseHop(&resp.Header)
 		return status
 	}
 	resp.SkipBody = true
@@ -164,7 +149,7 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target) int {
 	tunnels := &h.tunnels
 	ctx.Hijack(func(client net.Conn) {
 		defer backend.Close()
-		defer end(status)
+		defer func() { ep.End(time.Since(start)) }()
 		if !tunnels.add(client, backend) {
 			return // the listener is shutting down
 		}
@@ -206,18 +191,8 @@ func (h *HTTP) handshake(ctx *fasthttp.RequestCtx, up *Upstream, backend net.Con
 		return 0, nil, err
 	}
 	br := bufio.NewReaderSize(backend, 4096)
-	resp.Header.DisableNormalizing()
-	for n := 0; ; n++ {
-		if err := resp.Header.Read(br); err != nil {
-			return 0, nil, err
-		}
-		st := resp.StatusCode()
-		if st >= 200 || st == fasthttp.StatusSwitchingProtocols {
-			break
-		}
-		if n >= 4 {
-			return 0, nil, errors.New("too many interim responses")
-		}
+	if err := readHead(resp, br); err != nil {
+		return 0, nil, err
 	}
 	status := resp.StatusCode()
 	if status != fasthttp.StatusSwitchingProtocols {

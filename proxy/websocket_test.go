@@ -217,7 +217,7 @@ func TestUpgradeRawProtocol(t *testing.T) {
 	})
 	a := startL4(t, fmt.Sprintf(`
 listeners:
-  - { name: web, listen: 127.0.0.1:0, pool: p }
+  - { name: web, listen: 127.0.0.1:0, pool: p, upgrades: [websocket, echo-proto] }
 pools:
   - { name: p, backends: [%s], health: { type: none } }
 `, b.Addr))
