@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/holdfast-lb/holdfast/admin"
 	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/config"
 	"github.com/holdfast-lb/holdfast/discovery"
@@ -37,6 +38,9 @@ type Options struct {
 	Inherited map[string]net.Listener
 	// DNSHook lets tests adjust each DNS source before it starts.
 	DNSHook func(*discovery.DNS)
+	// AdminTimeouts bound admin connections; zero fields take the
+	// admin package's defaults (tests shorten them).
+	AdminTimeouts admin.Timeouts
 }
 
 // App is a running holdfast. Its methods are safe for concurrent use.
@@ -118,7 +122,10 @@ func (a *App) Start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	adm, err := a.startAdmin(a.cfg.Admin.Listen)
+	for _, w := range config.Warnings(a.cfg) {
+		a.log.Warn("config warning", "warning", w)
+	}
+	adm, err := a.startAdmin(a.cfg)
 	if err != nil {
 		a.cancel()
 		return err
@@ -452,10 +459,17 @@ func (a *App) ReloadConfig(cfg *config.Config) (string, error) {
 	if cfg.Admin.Listen != a.cfg.Admin.Listen {
 		a.log.Warn("admin.listen changes apply on restart", "current", a.cfg.Admin.Listen)
 	}
-	if err := a.apply(cfg, false); err != nil {
+	adminSet, err := adminSettings(cfg)
+	if err == nil {
+		err = a.apply(cfg, false)
+	}
+	if err != nil {
 		a.m.ReloadFailures.Inc()
 		a.log.Error("reload failed; previous config still serving", "err", err)
 		return "", err
+	}
+	if a.admin != nil {
+		a.admin.h.Set(adminSet)
 	}
 	a.m.Reloads.Inc()
 	sum := summary(cfg)
