@@ -76,7 +76,8 @@ type listenerRT struct {
 	ln    *proxy.LimitListener
 	http  *proxy.HTTP
 	tcp   *proxy.TCP
-	certs *proxy.Certs // TLS listeners: swapped on reload
+	certs *proxy.Certs              // TLS listeners: swapped on reload
+	pp    *proxy.ProxyProtoListener // proxy_protocol listeners: trust swapped on reload
 	done  chan struct{}
 }
 
@@ -166,6 +167,17 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		}
 		newOpts[p.Name] = o
 	}
+	// Trust lists, parsed once per listener (validated before; this only
+	// turns them into prefixes).
+	trust := map[string]proxy.TrustList{}
+	for _, l := range cfg.Listeners {
+		t, err := proxy.ParseTrustList(l.TrustedProxies)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
+			continue
+		}
+		trust[l.Name] = t
+	}
 	if errs != nil {
 		return errs
 	}
@@ -243,6 +255,9 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			if set := certSets[l.Name]; set != nil {
 				old.certs.Set(set)
 			}
+			if old.pp != nil {
+				old.pp.SetTrusted(trust[l.Name])
+			}
 		}
 	}
 	// Listeners that moved or left drain in the background.
@@ -254,7 +269,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		go a.stopListener(old, old.cfg.Timeouts.Drain.D())
 	}
 	for _, b := range fresh {
-		a.listeners[b.cfg.Name] = a.serve(b, targets)
+		a.listeners[b.cfg.Name] = a.serve(b, targets, trust[b.cfg.Name])
 	}
 	// Pools no longer referenced stop once their listeners are gone.
 	for name, rt := range a.pools {
@@ -346,15 +361,20 @@ func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy
 	return proxy.NewRoutes(l.Name, targets[l.Pool], rs, a.m)
 }
 
-func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
+func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.TrustList) *listenerRT {
 	l := b.cfg
 	lim := proxy.NewLimitListener(b.ln, l.MaxConnections, a.m.ListenerConns.WithLabelValues(l.Name))
 	rt := &listenerRT{cfg: l, ln: lim, done: make(chan struct{})}
 	var ln net.Listener = lim
-	if l.ProxyProtocol {
-		ln = proxy.NewProxyProtoListener(ln, l.Timeouts.Read.D(), a.log.With("listener", l.Name))
-	}
 	log := a.log.With("listener", l.Name)
+	if l.ProxyProtocol {
+		// trusted_proxies decides whose header is believed; see
+		// proxy.ProxyProtoListener for peers outside it.
+		rt.pp = proxy.NewProxyProtoListener(ln, proxy.ProxyProtoOptions{
+			Name: l.Name, Timeout: l.Timeouts.Read.D(), Log: log, Metrics: a.m, Trusted: trust,
+		})
+		ln = rt.pp
+	}
 	switch l.Protocol {
 	case "tcp":
 		rt.tcp = proxy.NewTCP(proxy.TCPOptions{Name: l.Name, IdleTimeout: l.Timeouts.Idle.D(), Log: log, Metrics: a.m}, targets[l.Pool])
