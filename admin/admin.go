@@ -1,13 +1,19 @@
 // Package admin serves holdfast's operator endpoints: /healthz, /readyz,
-// /metrics, /status, /status.json and /reload. They live on their own
-// listener, never on a traffic listener.
+// /metrics, /status, /status.json, /reload and, when enabled,
+// /debug/pprof/. They live on their own listener, never on a traffic
+// listener, behind an optional bearer token and a cross-origin guard.
 package admin
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"html/template"
+	"io"
 	"net/http"
 	"net/http/pprof"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,8 +31,99 @@ type Runtime interface {
 	Reload() (string, error)
 }
 
-// Handler returns the admin mux. Safe for concurrent use.
-func Handler(rt Runtime, g prometheus.Gatherer) http.Handler {
+// Settings are the admin endpoints' reloadable settings.
+type Settings struct {
+	// Token, when not empty, is required as "Authorization: Bearer TOKEN"
+	// by every endpoint but GET /healthz and GET /readyz.
+	Token string
+	// Pprof serves /debug/pprof/.
+	Pprof bool
+}
+
+// Handler serves the admin endpoints. Every non-GET/HEAD request that a
+// browser sends cross-origin is refused (403) before the token is even
+// looked at, so a web page the operator visits cannot drive the API
+// through the operator's browser. Safe for concurrent use, Set included.
+type Handler struct {
+	rt  Runtime
+	g   prometheus.Gatherer
+	cop *http.CrossOriginProtection
+	cur atomic.Pointer[handlerState]
+}
+
+// handlerState is one Settings, ready to serve.
+type handlerState struct {
+	auth bool
+	// sum is the token's SHA-256: comparing digests in constant time also
+	// hides the token's length.
+	sum [sha256.Size]byte
+	mux *http.ServeMux
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New returns the admin handler for rt, with the metrics of g.
+func New(rt Runtime, g prometheus.Gatherer, s Settings) *Handler {
+	h := &Handler{rt: rt, g: g, cop: http.NewCrossOriginProtection()}
+	h.Set(s)
+	return h
+}
+
+// Set applies s to every request from now on (a reload).
+func (h *Handler) Set(s Settings) {
+	st := &handlerState{auth: s.Token != "", mux: h.mux(s.Pprof)}
+	if st.auth {
+		st.sum = sha256.Sum256([]byte(s.Token))
+	}
+	h.cur.Store(st)
+}
+
+// ServeHTTP refuses cross-origin browser requests, then requests without
+// the token, then serves.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := h.cop.Check(r); err != nil {
+		plain(w, http.StatusForbidden, "cross-origin request refused: call the admin API from a script or the CLI, not from a web page\n")
+		return
+	}
+	st := h.cur.Load()
+	if st.auth && !open(r) && !st.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
+		plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <token> (admin.token_file)\n")
+		return
+	}
+	st.mux.ServeHTTP(w, r)
+}
+
+// open reports whether r is a probe that needs no token: liveness and
+// readiness checkers (Docker, Kubernetes, keepalived) rarely carry one,
+// and the answers reveal nothing.
+func open(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	return r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
+}
+
+func (st *handlerState) authorized(r *http.Request) bool {
+	v := r.Header.Get("Authorization")
+	const scheme = "Bearer "
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(v[len(scheme):])))
+	return subtle.ConstantTimeCompare(sum[:], st.sum[:]) == 1
+}
+
+func plain(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
+
+// mux routes the endpoints; /debug/pprof/ only when pprof is on.
+func (h *Handler) mux(pprofOn bool) *http.ServeMux {
+	rt := h.rt
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -45,7 +142,7 @@ func Handler(rt Runtime, g prometheus.Gatherer) http.Handler {
 			_, _ = w.Write([]byte("ready\n"))
 		}
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(h.g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /status.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -56,10 +153,14 @@ func Handler(rt Runtime, g prometheus.Gatherer) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = page.Execute(w, statusDoc{Time: time.Now().UTC(), Ready: rt.Ready(), Draining: rt.Draining(), Pools: rt.Status()})
 	})
-	// Profiling for operators; the admin listener is loopback by default.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	if pprofOn {
+		// Index serves the named profiles (heap, goroutine, ...) too.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
 		sum, err := rt.Reload()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

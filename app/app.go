@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/holdfast-lb/holdfast/admin"
 	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/config"
 	"github.com/holdfast-lb/holdfast/discovery"
@@ -38,6 +39,9 @@ type Options struct {
 	Inherited map[string]net.Listener
 	// DNSHook lets tests adjust each DNS source before it starts.
 	DNSHook func(*discovery.DNS)
+	// AdminTimeouts bound admin connections; zero fields take the
+	// admin package's defaults (tests shorten them).
+	AdminTimeouts admin.Timeouts
 }
 
 // App is a running holdfast. Its methods are safe for concurrent use.
@@ -73,7 +77,8 @@ type listenerRT struct {
 	ln    *proxy.LimitListener
 	http  *proxy.HTTP
 	tcp   *proxy.TCP
-	certs *proxy.Certs // TLS listeners: swapped on reload
+	certs *proxy.Certs              // TLS listeners: swapped on reload
+	pp    *proxy.ProxyProtoListener // proxy_protocol listeners: trust swapped on reload
 	done  chan struct{}
 }
 
@@ -119,7 +124,10 @@ func (a *App) Start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	adm, err := a.startAdmin(a.cfg.Admin.Listen)
+	for _, w := range config.Warnings(a.cfg) {
+		a.log.Warn("config warning", "warning", w)
+	}
+	adm, err := a.startAdmin(a.cfg)
 	if err != nil {
 		a.cancel()
 		return err
@@ -159,6 +167,17 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			continue
 		}
 		newOpts[p.Name] = o
+	}
+	// Trust lists, parsed once per listener (validated before; this only
+	// turns them into prefixes).
+	trust := map[string]proxy.TrustList{}
+	for _, l := range cfg.Listeners {
+		t, err := proxy.ParseTrustList(l.TrustedProxies)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
+			continue
+		}
+		trust[l.Name] = t
 	}
 	if errs != nil {
 		return errs
@@ -237,6 +256,9 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			if set := certSets[l.Name]; set != nil {
 				old.certs.Set(set)
 			}
+			if old.pp != nil {
+				old.pp.SetTrusted(trust[l.Name])
+			}
 		}
 	}
 	// Listeners that moved or left drain in the background.
@@ -248,7 +270,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		go a.stopListener(old, old.cfg.Timeouts.Drain.D())
 	}
 	for _, b := range fresh {
-		a.listeners[b.cfg.Name] = a.serve(b, targets)
+		a.listeners[b.cfg.Name] = a.serve(b, targets, trust[b.cfg.Name])
 	}
 	// Pools no longer referenced stop once their listeners are gone.
 	for name, rt := range a.pools {
@@ -341,15 +363,20 @@ func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy
 	return proxy.NewRoutes(l.Name, targets[l.Pool], rs, a.m)
 }
 
-func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
+func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.TrustList) *listenerRT {
 	l := b.cfg
 	lim := proxy.NewLimitListener(b.ln, l.MaxConnections, a.m.ListenerConns.WithLabelValues(l.Name))
 	rt := &listenerRT{cfg: l, ln: lim, done: make(chan struct{})}
 	var ln net.Listener = lim
-	if l.ProxyProtocol {
-		ln = proxy.NewProxyProtoListener(ln, l.Timeouts.Read.D(), a.log.With("listener", l.Name))
-	}
 	log := a.log.With("listener", l.Name)
+	if l.ProxyProtocol {
+		// trusted_proxies decides whose header is believed; see
+		// proxy.ProxyProtoListener for peers outside it.
+		rt.pp = proxy.NewProxyProtoListener(ln, proxy.ProxyProtoOptions{
+			Name: l.Name, Timeout: l.Timeouts.Read.D(), Log: log, Metrics: a.m, Trusted: trust,
+		})
+		ln = rt.pp
+	}
 	switch l.Protocol {
 	case "tcp":
 		rt.tcp = proxy.NewTCP(proxy.TCPOptions{Name: l.Name, IdleTimeout: l.Timeouts.Idle.D(), Log: log, Metrics: a.m}, targets[l.Pool])
@@ -358,10 +385,6 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
 			_ = rt.tcp.Serve(ln)
 		}()
 	default:
-		trusted, err := proxy.ParseTrustList(l.TrustedProxies)
-		if err != nil {
-			log.Error("trusted_proxies unusable; none trusted", "err", err) // validated before: not reached
-		}
 		upgrades := make([]string, len(l.Upgrades))
 		for i, u := range l.Upgrades {
 			upgrades[i] = strings.ToLower(u)
@@ -370,7 +393,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target) *listenerRT {
 			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
 			HeaderTimeout: l.Timeouts.Header.D(),
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
-			TrustedProxies: trusted, Upgrades: upgrades, KeepEncodedSlash: l.Path.EncodedSlash == "keep",
+			TrustedProxies: trust, Upgrades: upgrades, KeepEncodedSlash: l.Path.EncodedSlash == "keep",
 			AccessLog: l.AccessLog, Log: log, Metrics: a.m,
 		}, a.routes(l, targets))
 		rt.http = h
@@ -464,10 +487,17 @@ func (a *App) ReloadConfig(cfg *config.Config) (string, error) {
 	if cfg.Admin.Listen != a.cfg.Admin.Listen {
 		a.log.Warn("admin.listen changes apply on restart", "current", a.cfg.Admin.Listen)
 	}
-	if err := a.apply(cfg, false); err != nil {
+	adminSet, err := adminSettings(cfg)
+	if err == nil {
+		err = a.apply(cfg, false)
+	}
+	if err != nil {
 		a.m.ReloadFailures.Inc()
 		a.log.Error("reload failed; previous config still serving", "err", err)
 		return "", err
+	}
+	if a.admin != nil {
+		a.admin.h.Set(adminSet)
 	}
 	a.m.Reloads.Inc()
 	sum := summary(cfg)

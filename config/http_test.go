@@ -9,8 +9,9 @@ import (
 
 // The HTTP-semantics keys of SPEC.md parse as written there.
 func TestParseHTTPSemanticsKeys(t *testing.T) {
+	token := writeToken(t, "s3cret\n")
 	cfg, err := config.Parse([]byte(`
-admin: { listen: "127.0.0.1:9901", token_file: /run/token, pprof: true }
+admin: { listen: "127.0.0.1:9901", token_file: ` + token + `, pprof: true }
 listeners:
   - name: web
     listen: "127.0.0.1:0"
@@ -35,7 +36,7 @@ pools:
 		name      string
 		got, want any
 	}{
-		{"token_file", cfg.Admin.TokenFile, "/run/token"},
+		{"token_file", cfg.Admin.TokenFile, token},
 		{"pprof", cfg.Admin.Pprof, true},
 		{"trusted_proxies", strings.Join(l.TrustedProxies, ","), "10.0.0.0/8,192.168.1.7,fd00::/8"},
 		{"upgrades", strings.Join(l.Upgrades, ","), "websocket,tcp-tunnel"},

@@ -107,7 +107,7 @@ func uniqueName(w *walker, path, kind, name string, seen map[string]bool) {
 }
 
 func validate(c *Config, w *walker) {
-	checkListen(w, "admin.listen", c.Admin.Listen)
+	validateAdmin(c, w)
 
 	resolvers := map[string]bool{}
 	for i, r := range c.Resolvers {
@@ -386,7 +386,7 @@ func usedByHTTP(c *Config, pool string) bool {
 // Warnings lists what is valid but probably not meant, one line each as
 // "path: message": printed by holdfast check and logged at start.
 func Warnings(c *Config) []string {
-	var out []string
+	out := adminWarnings(c)
 	for i, l := range c.Listeners {
 		p := fmt.Sprintf("listeners[%d]", i)
 		if l.ProxyProtocol && len(l.TrustedProxies) == 0 {

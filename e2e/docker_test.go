@@ -2,8 +2,9 @@ package e2e
 
 // The Docker image: `make docker` builds it FROM scratch, deploy/docker/run.sh
 // runs it with deploy/docker/holdfast.yaml mounted, it proxies to a process
-// on the Docker host, its HEALTHCHECK (no shell) turns healthy, and
-// `docker stop` drains cleanly: /readyz 503 at once, traffic served through
+// on the Docker host, its HEALTHCHECK (no shell) turns healthy, its admin
+// API answers only inside the container (127.0.0.1 there: no token is set),
+// and `docker stop` drains cleanly: /readyz 503 at once, traffic served through
 // drain_delay, the request in flight finished, exit 0 before the stop
 // timeout. Runs where a Docker engine answers; skipped otherwise.
 
@@ -148,10 +149,11 @@ func TestDockerImage(t *testing.T) {
 	if hc := strings.Join(info.Config.Healthcheck.Test, " "); !strings.HasPrefix(hc, "CMD /usr/local/bin/holdfast probe http://127.0.0.1:9901/") {
 		t.Errorf("HEALTHCHECK %q, want the exec form of holdfast probe (no shell)", hc)
 	}
-	for _, p := range []string{"8080/tcp", "9901/tcp"} {
-		if _, ok := info.Config.ExposedPorts[p]; !ok {
-			t.Errorf("EXPOSE lacks %s", p)
-		}
+	if _, ok := info.Config.ExposedPorts["8080/tcp"]; !ok {
+		t.Errorf("EXPOSE lacks 8080/tcp")
+	}
+	if _, ok := info.Config.ExposedPorts["9901/tcp"]; ok {
+		t.Errorf("EXPOSE has the admin port 9901/tcp: the shipped config keeps admin on loopback, without a token")
 	}
 	if got := strings.Join(append(info.Config.Entrypoint, info.Config.Cmd...), " "); got != "/usr/local/bin/holdfast run -c /etc/holdfast/holdfast.yaml" {
 		t.Errorf("entrypoint+cmd %q", got)
@@ -208,7 +210,8 @@ func TestDockerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// deploy/docker/run.sh, publishing on free loopback ports.
+	// deploy/docker/run.sh, publishing on free loopback ports; the admin
+	// port too, to show that nothing answers on it from outside.
 	t.Cleanup(func() {
 		if t.Failed() {
 			out, _ := dockerRun(20*time.Second, "logs", name)
@@ -234,7 +237,7 @@ func TestDockerImage(t *testing.T) {
 		t.Fatalf("docker port %s %s: %q", name, p, out)
 		return ""
 	}
-	traffic, admin := "http://"+hostPort("8080/tcp"), "http://"+hostPort("9901/tcp")
+	traffic, published := "http://"+hostPort("8080/tcp"), "http://"+hostPort("9901/tcp")
 	client := &http.Client{Timeout: 10 * time.Second}
 	get := func(url string) (int, string) {
 		resp, err := client.Get(url)
@@ -246,13 +249,25 @@ func TestDockerImage(t *testing.T) {
 		return resp.StatusCode, strings.TrimSpace(string(b))
 	}
 	state := func(f string) string { out, _ := dockerRun(20*time.Second, "inspect", "-f", f, name); return out }
+	// The admin API from inside the container, as the HEALTHCHECK calls
+	// it: holdfast probe exits 0 on 200 and names any other status.
+	adminStatus := func(path string) string {
+		out, err := dockerRun(20*time.Second, "exec", name, "/usr/local/bin/holdfast", "probe", "http://127.0.0.1:9901"+path)
+		if err == nil {
+			return "200"
+		}
+		return out
+	}
 	foWait(t, 30*time.Second, "container healthy (HEALTHCHECK: holdfast probe)", func() bool {
 		if state("{{.State.Running}}") != "true" {
 			t.Fatalf("container stopped: %s", state("{{json .State}}"))
 		}
 		return state("{{.State.Health.Status}}") == "healthy"
 	})
-	foWait(t, 20*time.Second, "/readyz 200", func() bool { c, _ := get(admin + "/readyz"); return c == 200 })
+	foWait(t, 20*time.Second, "/readyz 200", func() bool { return adminStatus("/readyz") == "200" })
+	if c, body := get(published + "/healthz"); c != 0 {
+		t.Errorf("the admin API answered from outside the container (%d %q): it must stay on the container's loopback without a token", c, body)
+	}
 	for i := range 100 {
 		if c, body := get(traffic + "/"); c != 200 || body != "host" {
 			t.Fatalf("request %d: %d %q, want 200 host", i, c, body)
@@ -310,7 +325,7 @@ func TestDockerImage(t *testing.T) {
 		_, err := dockerRun(time.Duration(stopTimeout+30)*time.Second, "stop", name)
 		stopped <- err
 	}()
-	foWait(t, 5*time.Second, "/readyz 503 after docker stop", func() bool { c, _ := get(admin + "/readyz"); return c == 503 })
+	foWait(t, 5*time.Second, "/readyz 503 after docker stop", func() bool { return strings.Contains(adminStatus("/readyz"), "503") })
 	notReadyAt := time.Now()
 	var stopErr error
 	select {

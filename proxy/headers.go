@@ -236,7 +236,8 @@ func appendIP(b []byte, ip net.IP) []byte {
 	return a.Unmap().AppendTo(b)
 }
 
-func peerAddr(ip net.IP) netip.Addr {
+// ipAddr converts a client IP for trust checks.
+func ipAddr(ip net.IP) netip.Addr {
 	a, _ := netip.AddrFromSlice(ip)
 	return a.Unmap()
 }

@@ -352,7 +352,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	}
 	hdr.ResetConnectionClose()
 	hdr.Del(hdrExpect) // answered here (100 Continue) already
-	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(peerAddr(ctx.RemoteIP())), hdr.Host())
+	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), hdr.Host())
 	hdr.SetNoDefaultContentType(true)
 	if client10 {
 		hdr.SetProtocolBytes(strHTTP11) // holdfast speaks HTTP/1.1 upstream

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -239,7 +240,7 @@ func FuzzProxyProtoConn(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add(v2[:13])
 	pl := &pipeListener{conns: make(chan net.Conn, 1)}
-	ln := proxy.NewProxyProtoListener(pl, time.Second, slog.New(slog.DiscardHandler))
+	ln := proxy.NewProxyProtoListener(pl, proxy.ProxyProtoOptions{Timeout: time.Second, Log: slog.New(slog.DiscardHandler)})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// What the library makes of the same bytes.
 		r := bytes.NewReader(data)
@@ -320,3 +321,159 @@ pools:
 		t.Fatalf("32 clients all hashed to %v: the PROXY address is not the key", seen)
 	}
 }
+
+// dialFrom connects to addr from the local address ip (127.0.0.2 is a
+// second loopback peer on Linux, outside a trust list of 127.0.0.1).
+func dialFrom(t *testing.T, ip, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial %s from %s: %v", addr, ip, err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// exchange writes send, half-closes and reads everything back; closed
+// reports that holdfast closed the connection without a byte of answer.
+func exchange(t *testing.T, c net.Conn, send []byte) (reply string, closed bool) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(send); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection neither answered nor closed within 5s (read %q)", b)
+	}
+	return string(b), len(b) == 0
+}
+
+// TestProxyProtocolTrust: with trusted_proxies set, a trusted peer's PROXY
+// header is believed; an untrusted peer that sends one is closed and
+// counted; an untrusted peer that sends none is served under its own
+// address. What a backend sees is checked on an HTTP listener (the last
+// X-Forwarded-For entry) and a TCP one (the PROXY header holdfast sends
+// on).
+func TestProxyProtocolTrust(t *testing.T) {
+	hb := testkit.StartBackend(t, "h")
+	hb.SetHandler(func(ctx *fasthttp.RequestCtx) {
+		xff := strings.Split(string(ctx.Request.Header.Peek("X-Forwarded-For")), ",")
+		ctx.SetBodyString("client=" + strings.TrimSpace(xff[len(xff)-1]))
+	})
+	lb := startL4Backend(t, ppAnnouncer)
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: web, listen: 127.0.0.1:0, pool: h, proxy_protocol: true, trusted_proxies: [127.0.0.1], timeouts: { read: 2s } }
+  - { name: l4, listen: 127.0.0.1:0, protocol: tcp, pool: t, proxy_protocol: true, trusted_proxies: [127.0.0.1/32], timeouts: { read: 2s } }
+pools:
+  - { name: h, backends: [%s], health: { type: none } }
+  - { name: t, backends: [%s], health: { type: none }, send_proxy_protocol: v2 }
+`, hb.Addr, lb.Addr))
+	const trusted, untrusted = "127.0.0.1", "127.0.0.2"
+	v1, v2 := ppHeader(t, 1), ppHeader(t, 2)
+	cases := []struct {
+		name   string
+		from   string
+		header []byte
+		method string // http only; default GET
+		empty  bool   // send nothing at all, just close
+		client string // what the backend sees; "" = closed
+		reason string // the rejected_total reason that counts it, if any
+	}{
+		{name: "trusted v1", from: trusted, header: v1, client: "203.0.113.7"},
+		{name: "trusted v2", from: trusted, header: v2, client: "203.0.113.7"},
+		{name: "untrusted v1", from: untrusted, header: v1, reason: "proxy_untrusted"},
+		{name: "untrusted v2", from: untrusted, header: v2, reason: "proxy_untrusted"},
+		{name: "untrusted malformed v1", from: untrusted, header: []byte("PROXY TCP4 999.0.0.1 x\r\n"), reason: "proxy_untrusted"},
+		{name: "untrusted without a header", from: untrusted, client: untrusted},
+		{name: "untrusted PROPFIND shares a prefix with PROXY", from: untrusted, method: "PROPFIND", client: untrusted},
+		{name: "untrusted closes before its first byte", from: untrusted, empty: true},
+		{name: "trusted without a header", from: trusted, reason: "bad_proxy_header"},
+		{name: "trusted closes before its first byte (a TCP health check)", from: trusted, empty: true},
+		{name: "trusted malformed v1", from: trusted, header: []byte("PROXY TCP4 999.0.0.1 198.51.100.1 4242 443\r\n"), reason: "bad_proxy_header"},
+		{name: "trusted v2 of a bad version", from: trusted, header: cat(cat(v2[:12], []byte{0x31}), v2[13:]), reason: "bad_proxy_header"},
+	}
+	for _, listener := range []string{"web", "l4"} {
+		for _, c := range cases {
+			t.Run(listener+"/"+c.name, func(t *testing.T) {
+				metric := func(reason string) float64 {
+					return testkit.Metric(t, a.Registry(), "holdfast_listener_rejected_total", map[string]string{"listener": listener, "reason": reason})
+				}
+				before := map[string]float64{"proxy_untrusted": metric("proxy_untrusted"), "bad_proxy_header": metric("bad_proxy_header")}
+				conn := dialFrom(t, c.from, a.ListenerAddr(listener).String())
+				var payload []byte
+				if listener == "web" {
+					m := c.method
+					if m == "" {
+						m = "GET"
+					}
+					payload = []byte(m + " / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				} else {
+					payload = []byte("ping")
+				}
+				if c.empty {
+					payload = nil
+				}
+				reply, closed := exchange(t, conn, cat(c.header, payload))
+				switch {
+				case c.client == "" && !closed:
+					t.Fatalf("want the connection closed, got %q", reply)
+				case c.client != "" && listener == "web" && !strings.HasSuffix(reply, "\r\n\r\nclient="+c.client):
+					t.Fatalf("backend saw the wrong client, want %s:\n%s", c.client, reply)
+				case c.client != "" && listener == "l4" && !strings.HasPrefix(reply, "v2 "+c.client+":"):
+					t.Fatalf("backend was announced the wrong client, want %s: %q", c.client, reply)
+				case c.client != "" && listener == "l4" && !strings.HasSuffix(reply, "\n"+string(payload)):
+					t.Fatalf("payload did not reach the backend whole: %q", reply)
+				}
+				for reason, was := range before {
+					want := was
+					if reason == c.reason {
+						want++
+					}
+					if got := metric(reason); got != want {
+						t.Errorf("holdfast_listener_rejected_total{listener=%q,reason=%q} = %v, want %v", listener, reason, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestProxyProtocolTrustReload: trusted_proxies changes with a reload, on
+// the listener that keeps its socket.
+func TestProxyProtocolTrustReload(t *testing.T) {
+	hb := testkit.StartBackend(t, "h")
+	hb.SetHandler(func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBodyString("client=" + string(ctx.Request.Header.Peek("X-Forwarded-For")))
+	})
+	// A fixed address: the listener keeps its socket across the reload.
+	addr := testkit.FreeAddr(t)
+	doc := func(trusted string) string {
+		return fmt.Sprintf(`
+listeners:
+  - { name: web, listen: %s, pool: h, proxy_protocol: true, trusted_proxies: [%s] }
+pools:
+  - { name: h, backends: [%s], health: { type: none } }
+`, addr, trusted, hb.Addr)
+	}
+	a := startL4(t, doc("10.0.0.0/8"))
+	req := cat(ppHeader(t, 2), []byte("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+	if reply, closed := exchange(t, dialFrom(t, "127.0.0.1", addr), req); !closed {
+		t.Fatalf("before the reload, 127.0.0.1 is untrusted; got %q", reply)
+	}
+	if err := os.WriteFile(a.Path, []byte(doc("127.0.0.1")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if reply, _ := exchange(t, dialFrom(t, "127.0.0.1", addr), req); !strings.HasSuffix(reply, "client=203.0.113.7") {
+		t.Fatalf("after the reload, 127.0.0.1 is trusted and its header believed; got %q", reply)
+	}
+}
+
+func cat(a, b []byte) []byte { return append(append([]byte{}, a...), b...) }

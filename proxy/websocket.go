@@ -94,7 +94,7 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange) int {
 		x.closeAll = true
 	}
 	req.Header.ResetConnectionClose()
-	setForwarded(&req.Header, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(peerAddr(ctx.RemoteIP())), req.Header.Host())
+	setForwarded(&req.Header, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), req.Header.Host())
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.SetBytesV("Upgrade", upgradeTo)
 	req.Header.SetProtocolBytes(strHTTP11)

@@ -30,7 +30,9 @@ commands:
                            validate the config; --resolve also resolves discovery and probes health
   demo                     self-contained demo: embedded config, in-process backends and DNS
   version                  print version, commit and Go version
-  probe URL                exit 0 if URL answers 200 (a Docker HEALTHCHECK without a shell)
+  probe [--token-file FILE] URL
+                           exit 0 if URL answers 200 (a Docker HEALTHCHECK without a shell);
+                           sends the admin token from FILE or $HOLDFAST_ADMIN_TOKEN, if any
 
 global flags:
   --log-level debug|info|warn|error   (default info)

@@ -33,11 +33,17 @@ func runCLI(args ...string) (code int, stdout, stderr string) {
 // loopback starts an HTTP server on 127.0.0.1 answering status to every path.
 func loopback(t *testing.T, status int) string {
 	t.Helper()
+	return loopbackHandler(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) })
+}
+
+// loopbackHandler starts an HTTP server on 127.0.0.1 serving h.
+func loopbackHandler(t *testing.T, h http.HandlerFunc) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+	s := httptest.NewUnstartedServer(h)
 	s.Listener.Close()
 	s.Listener = ln
 	s.Start()
@@ -182,6 +188,38 @@ func TestProbe(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			if code, _, stderr := runCLI(c.args...); code != c.code {
+				t.Errorf("exit %d, want %d (%s)", code, c.code, stderr)
+			}
+		})
+	}
+}
+
+// probe sends the admin token from --token-file or $HOLDFAST_ADMIN_TOKEN.
+func TestProbeToken(t *testing.T) {
+	url := "http://" + loopbackHandler(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer s3cret" {
+			w.WriteHeader(http.StatusUnauthorized)
+		}
+	}) + "/metrics"
+	good := writeFile(t, "token", "s3cret\n")
+	wrong := writeFile(t, "wrong", "nope\n")
+	empty := writeFile(t, "empty", "\n")
+	cases := []struct {
+		name, env string
+		args      []string
+		code      int
+	}{
+		{"no token: 401 fails", "", []string{"probe", url}, 1},
+		{"token file", "", []string{"probe", "--token-file", good, url}, 0},
+		{"wrong token file", "", []string{"probe", "--token-file", wrong, url}, 1},
+		{"environment", "s3cret", []string{"probe", url}, 0},
+		{"token file wins over the environment", "nope", []string{"probe", "--token-file", good, url}, 0},
+		{"empty token file is a usage error", "", []string{"probe", "--token-file", empty, url}, 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("HOLDFAST_ADMIN_TOKEN", c.env)
 			if code, _, stderr := runCLI(c.args...); code != c.code {
 				t.Errorf("exit %d, want %d (%s)", code, c.code, stderr)
 			}

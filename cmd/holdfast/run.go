@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -127,13 +128,45 @@ func printConfigErrors(w io.Writer, path string, err error) {
 	fmt.Fprintf(w, "%s: %v\n", path, err)
 }
 
+// tokenEnv names the environment variable that holds an admin token for
+// the commands that call the admin API (--token-file wins over it).
+const tokenEnv = "HOLDFAST_ADMIN_TOKEN"
+
+// adminToken is the bearer token to send: read from file, else from
+// $HOLDFAST_ADMIN_TOKEN, else none.
+func adminToken(file string) (string, error) {
+	if file != "" {
+		return config.ReadToken(file)
+	}
+	return strings.TrimSpace(os.Getenv(tokenEnv)), nil
+}
+
 func cmdProbe(args []string, stderr io.Writer) int {
-	if len(args) != 1 {
-		fmt.Fprintln(stderr, "usage: holdfast probe URL")
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	tokenFile := fs.String("token-file", "", "file holding the admin token (default: $"+tokenEnv+")")
+	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "usage: holdfast probe [--token-file FILE] URL")
+		return 2
+	}
+	tok, err := adminToken(*tokenFile)
+	if err != nil {
+		fmt.Fprintln(stderr, "probe:", err)
+		return 2
+	}
+	req, err := http.NewRequest(http.MethodGet, fs.Arg(0), nil)
+	if err != nil {
+		fmt.Fprintln(stderr, "probe:", err)
+		return 2
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get(args[0])
+	resp, err := c.Do(req)
 	if err != nil {
 		fmt.Fprintln(stderr, "probe:", err)
 		return 1
