@@ -28,6 +28,12 @@ const (
 	// connection again (Linux fails accept with EMFILE at once, before it
 	// looks for a pending connection), even when no client is waiting.
 	acceptProbe = 20 * time.Millisecond
+	// acceptQuiet: accepts must work this long, with no failure, before
+	// the episode is logged as over. Draining a backlog after a flood
+	// fails and works by turns for a moment; that is one episode, not
+	// many. Readiness does not wait for it: it follows the first accept
+	// that works.
+	acceptQuiet = time.Second
 )
 
 // LimitOptions configure a LimitListener.
@@ -192,11 +198,14 @@ type acceptState struct {
 	total        atomic.Int64 // failed accepts, ever
 	failingSince atomic.Int64 // unix nanoseconds; 0 while accepting
 
-	mu       sync.Mutex
-	delay    time.Duration
-	failures int64 // in this episode
-	lastErr  string
-	probing  bool // a deadline is set on the listener
+	mu          sync.Mutex
+	delay       time.Duration
+	probing     bool      // a deadline is set on the listener
+	episode     time.Time // first failure of the episode being logged; zero: none
+	lastFailure time.Time
+	failures    int64 // in the logged episode
+	lastErr     string
+	quiet       *time.Timer // ends the logged episode after acceptQuiet
 
 	refusing    atomic.Bool
 	refused     atomic.Int64
@@ -233,12 +242,19 @@ func (s *acceptState) failed(ln net.Listener, err error, done <-chan struct{}) b
 	}
 	if s.failingSince.Load() == 0 {
 		s.failingSince.Store(now.UnixNano())
-		s.delay, s.failures = acceptBackoffMin, 0
-		s.log.Warn("accept failing; listener paused, retrying with backoff", "reason", reason, "err", err)
+		s.delay = acceptBackoffMin
 	} else {
 		s.delay = min(2*s.delay, acceptBackoffMax)
 	}
+	if s.episode.IsZero() {
+		s.episode, s.failures = now, 0
+		s.log.Warn("accept failing; listener paused, retrying with backoff", "reason", reason, "err", err)
+	}
+	if s.quiet != nil {
+		s.quiet.Stop()
+	}
 	s.failures++
+	s.lastFailure = now
 	s.lastErr = reason + ": " + err.Error()
 	d := s.delay
 	s.mu.Unlock()
@@ -276,13 +292,27 @@ func (s *acceptState) end(ln net.Listener, now time.Time) {
 		}
 		s.probing = false
 	}
-	since := s.failingSince.Load()
-	if since == 0 {
+	if s.failingSince.Swap(0) == 0 {
 		return
 	}
-	s.failingSince.Store(0)
+	if s.quiet == nil {
+		s.quiet = time.AfterFunc(acceptQuiet, s.quietEnd)
+	} else {
+		s.quiet.Reset(acceptQuiet)
+	}
+}
+
+// quietEnd logs the end of an episode once accepts have worked for
+// acceptQuiet.
+func (s *acceptState) quietEnd() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.episode.IsZero() || s.failingSince.Load() != 0 || time.Since(s.lastFailure) < acceptQuiet {
+		return
+	}
 	s.log.Info("accepting again", "failures", s.failures,
-		"paused", now.Sub(time.Unix(0, since)).Round(time.Millisecond).String(), "last_err", s.lastErr)
+		"failing_for", s.lastFailure.Sub(s.episode).Round(time.Millisecond).String(), "last_err", s.lastErr)
+	s.episode = time.Time{}
 }
 
 // failing reports how long accepts have been failing, and the last error.

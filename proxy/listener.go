@@ -86,7 +86,7 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 				<-l.sem
 			}
 			if l.closed() || errors.Is(err, net.ErrClosed) {
-				return nil, err
+				return nil, net.ErrClosed // what fasthttp's Serve takes for a closed listener
 			}
 			if !l.acc.failed(l.Listener, err, l.done) {
 				return nil, net.ErrClosed
