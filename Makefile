@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/holdfast
 
-.PHONY: all build run test deps bench conformance docker fuzz clean
+.PHONY: all build run test deps bench conformance soak docker fuzz clean
 
 all: build
 
@@ -39,6 +39,12 @@ conformance: deps
 
 bench: build deps
 	./bench/run.sh
+
+## soak: SOAK_DURATION (default 10m) of mixed load with faults (backend kills, reloads, a descriptor
+## flood, a slowloris flood) against the built binary, loopback only; prints failed requests, RSS
+## and goroutines over time. Not part of test.
+soak:
+	SOAK_DURATION=$${SOAK_DURATION:-10m} $(GO) test -tags soak -count=1 -run '^TestSoak$$' -timeout $${SOAK_TIMEOUT:-30m} -v ./e2e
 
 docker:
 	./deploy/docker/build.sh

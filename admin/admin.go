@@ -21,13 +21,16 @@ import (
 
 	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/config"
+	"github.com/holdfast-lb/holdfast/proxy"
 )
 
 // Runtime is what the endpoints need from the running process.
 type Runtime interface {
-	Ready() bool
+	// NotReady says why the process is not ready, or "" when it is.
+	NotReady() string
 	Draining() bool
 	Status() []balancer.PoolStatus
+	ListenerStatus() []proxy.ListenerStatus
 	Reload() (string, error)
 }
 
@@ -131,13 +134,13 @@ func (h *Handler) mux(pprofOn bool) *http.ServeMux {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		switch {
+		switch why := rt.NotReady(); {
 		case rt.Draining():
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = w.Write([]byte("draining\n"))
-		case !rt.Ready():
+		case why != "":
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready: a pool has no routable backend\n"))
+			_, _ = w.Write([]byte("not ready: " + why + "\n"))
 		default:
 			_, _ = w.Write([]byte("ready\n"))
 		}
@@ -147,11 +150,11 @@ func (h *Handler) mux(pprofOn bool) *http.ServeMux {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(statusDoc{Time: time.Now().UTC(), Ready: rt.Ready(), Draining: rt.Draining(), Pools: rt.Status()})
+		_ = enc.Encode(newStatusDoc(rt))
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = page.Execute(w, statusDoc{Time: time.Now().UTC(), Ready: rt.Ready(), Draining: rt.Draining(), Pools: rt.Status()})
+		_ = page.Execute(w, newStatusDoc(rt))
 	})
 	if pprofOn {
 		// Index serves the named profiles (heap, goroutine, ...) too.
@@ -181,10 +184,18 @@ func (h *Handler) mux(pprofOn bool) *http.ServeMux {
 }
 
 type statusDoc struct {
-	Time     time.Time             `json:"time"`
-	Ready    bool                  `json:"ready"`
-	Draining bool                  `json:"draining"`
-	Pools    []balancer.PoolStatus `json:"pools"`
+	Time      time.Time              `json:"time"`
+	Ready     bool                   `json:"ready"`
+	NotReady  string                 `json:"not_ready,omitempty"`
+	Draining  bool                   `json:"draining"`
+	Listeners []proxy.ListenerStatus `json:"listeners"`
+	Pools     []balancer.PoolStatus  `json:"pools"`
+}
+
+func newStatusDoc(rt Runtime) statusDoc {
+	why := rt.NotReady()
+	return statusDoc{Time: time.Now().UTC(), Ready: why == "", NotReady: why, Draining: rt.Draining(),
+		Listeners: rt.ListenerStatus(), Pools: rt.Status()}
 }
 
 var page = template.Must(template.New("status").Parse(`<!doctype html>
@@ -193,7 +204,10 @@ var page = template.Must(template.New("status").Parse(`<!doctype html>
 <style>body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.healthy{background:#d9f7d9}.unhealthy{background:#f9d6d6}
 .held_down{background:#ffe7b3}.ejected{background:#f3d1f5}.draining{background:#e5e5e5}</style></head><body>
-<h1>holdfast</h1><p>{{.Time.Format "2006-01-02 15:04:05 MST"}} · ready: <b>{{.Ready}}</b>{{if .Draining}} · <b>draining</b>{{end}}</p>
+<h1>holdfast</h1><p>{{.Time.Format "2006-01-02 15:04:05 MST"}} · ready: <b>{{.Ready}}</b>{{with .NotReady}} ({{.}}){{end}}{{if .Draining}} · <b>draining</b>{{end}}</p>
+<h2>listeners</h2><table><tr><th>listener</th><th>address</th><th>protocol</th><th>conns</th><th>max</th><th>process cap</th><th>accepting</th><th>accept errors</th><th>refused</th></tr>
+{{range .Listeners}}<tr class="{{if .Accepting}}healthy{{else}}unhealthy{{end}}"><td>{{.Name}}</td><td>{{.Address}}</td><td>{{.Protocol}}</td><td>{{.Connections}}</td><td>{{.MaxConnections}}</td><td>{{.ProcessCap}}</td><td>{{if .Accepting}}yes{{else}}<b>paused {{.PausedFor}}</b>: {{.AcceptError}}{{end}}</td><td>{{.AcceptErrors}}</td><td>{{.Refused}}</td></tr>
+{{end}}</table>
 {{range .Pools}}<h2>pool {{.Name}} <small>({{.Balance}}, {{.Routable}}/{{.Total}} routable{{if .Panic}}, PANIC MODE{{end}})</small></h2>
 {{with .Discovery}}<p>discovery: {{.Backends}} backends, last success {{.Age}} ago, last result {{.LastResult}}{{if .Stale}}, <b>serving last good set (stale)</b>{{end}}</p>{{end}}
 <table><tr><th>backend</th><th>prio</th><th>weight</th><th>state</th><th>reason</th><th>transitions</th><th>hold left</th><th>in flight</th><th>conns</th><th>latency</th></tr>

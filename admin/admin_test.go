@@ -15,14 +15,16 @@ import (
 
 	"github.com/holdfast-lb/holdfast/admin"
 	"github.com/holdfast-lb/holdfast/balancer"
+	"github.com/holdfast-lb/holdfast/proxy"
 )
 
 // fakeRuntime is a ready process that counts reloads.
 type fakeRuntime struct{ reloads atomic.Int64 }
 
-func (*fakeRuntime) Ready() bool                   { return true }
-func (*fakeRuntime) Draining() bool                { return false }
-func (*fakeRuntime) Status() []balancer.PoolStatus { return nil }
+func (*fakeRuntime) NotReady() string                       { return "" }
+func (*fakeRuntime) Draining() bool                         { return false }
+func (*fakeRuntime) Status() []balancer.PoolStatus          { return nil }
+func (*fakeRuntime) ListenerStatus() []proxy.ListenerStatus { return nil }
 func (f *fakeRuntime) Reload() (string, error) {
 	f.reloads.Add(1)
 	return "ok", nil

@@ -42,6 +42,10 @@ type Options struct {
 	// AdminTimeouts bound admin connections; zero fields take the
 	// admin package's defaults (tests shorten them).
 	AdminTimeouts admin.Timeouts
+	// DescriptorLimit is the open-files limit the process-wide client
+	// connection cap is derived from (config.ClientConnCap); 0 reads the
+	// process's soft RLIMIT_NOFILE.
+	DescriptorLimit uint64
 }
 
 // App is a running holdfast. Its methods are safe for concurrent use.
@@ -58,6 +62,8 @@ type App struct {
 	pools     map[string]*poolRT
 	listeners map[string]*listenerRT
 	admin     *adminServer
+	connCap   *proxy.ConnCap // client connections of the whole process
+	nofile    uint64
 
 	started    atomic.Bool
 	draining   atomic.Bool
@@ -95,6 +101,10 @@ func New(cfg *config.Config, o Options) *App {
 	a := &App{
 		opts: o, log: o.Log, reg: reg, m: metrics.New(reg), cfg: cfg,
 		pools: map[string]*poolRT{}, listeners: map[string]*listenerRT{},
+		connCap: proxy.NewConnCap(0), nofile: o.DescriptorLimit,
+	}
+	if a.nofile == 0 {
+		a.nofile = descriptorLimit()
 	}
 	a.m.SetInflightSource(func(set func(pool, backend string, v float64)) {
 		a.mu.Lock()
@@ -281,6 +291,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		}
 	}
 	a.cfg = cfg
+	a.setConnCap(cfg)
 	return nil
 }
 
@@ -365,10 +376,13 @@ func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy
 
 func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.TrustList) *listenerRT {
 	l := b.cfg
-	lim := proxy.NewLimitListener(b.ln, l.MaxConnections, a.m.ListenerConns.WithLabelValues(l.Name))
+	log := a.log.With("listener", l.Name)
+	lim := proxy.NewLimitListener(b.ln, proxy.LimitOptions{
+		Name: l.Name, Max: l.MaxConnections, Cap: a.connCap,
+		Gauge: a.m.ListenerConns.WithLabelValues(l.Name), Metrics: a.m, Log: log,
+	})
 	rt := &listenerRT{cfg: l, ln: lim, done: make(chan struct{})}
 	var ln net.Listener = lim
-	log := a.log.With("listener", l.Name)
 	if l.ProxyProtocol {
 		// trusted_proxies decides whose header is believed; see
 		// proxy.ProxyProtoListener for peers outside it.
@@ -517,20 +531,55 @@ func summary(cfg *config.Config) string {
 	return fmt.Sprintf("listeners: %s; pools: %s", strings.Join(ls, ", "), strings.Join(ps, ", "))
 }
 
-// Ready reports whether every listener is bound and every pool has a
-// routable backend, and the App is not draining.
-func (a *App) Ready() bool {
-	if !a.started.Load() || a.draining.Load() {
-		return false
+// Ready reports whether every listener is bound and accepting and every
+// pool has a routable backend, and the App is not draining.
+func (a *App) Ready() bool { return a.NotReady() == "" }
+
+// NotReady says why the App is not ready, or returns "" when it is.
+func (a *App) NotReady() string {
+	switch {
+	case !a.started.Load():
+		return "starting"
+	case a.draining.Load():
+		return "draining"
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, rt := range a.pools {
-		if !rt.pool.Ready() {
-			return false
+	names := make([]string, 0, len(a.listeners))
+	for name := range a.listeners {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if why := a.listeners[name].ln.NotAccepting(acceptGrace); why != "" {
+			return why
 		}
 	}
-	return true
+	for _, rt := range a.pools {
+		if !rt.pool.Ready() {
+			return "a pool has no routable backend"
+		}
+	}
+	return ""
+}
+
+// acceptGrace is how long a listener may fail to accept (EMFILE and the
+// like) before /readyz turns 503: longer than a blip, short enough for a
+// floating-IP manager to move traffic to a peer that can take it.
+const acceptGrace = 250 * time.Millisecond
+
+// ListenerStatus lists every listener for the status page, by name.
+func (a *App) ListenerStatus() []proxy.ListenerStatus {
+	a.mu.Lock()
+	out := make([]proxy.ListenerStatus, 0, len(a.listeners))
+	for _, rt := range a.listeners {
+		st := rt.ln.Status()
+		st.Protocol = rt.cfg.Protocol
+		out = append(out, st)
+	}
+	a.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // Draining reports whether Shutdown has begun.

@@ -24,8 +24,15 @@ type hfProc struct {
 
 func startHoldfast(t *testing.T, name string, args ...string) *hfProc {
 	t.Helper()
+	return startHoldfastCmd(t, name, exec.Command(holdfastBinary(t), args...))
+}
+
+// startHoldfastCmd starts cmd, a holdfast process (or one that execs it),
+// collecting its output and killing it, by PID, at the end of the test.
+func startHoldfastCmd(t *testing.T, name string, cmd *exec.Cmd) *hfProc {
+	t.Helper()
 	p := &hfProc{log: &logBuffer{t: t, name: name}, exit: make(chan error, 1)}
-	p.cmd = exec.Command(holdfastBinary(t), args...)
+	p.cmd = cmd
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
 	if err := p.cmd.Start(); err != nil {

@@ -34,8 +34,12 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(envRole) == "backend" {
+	switch os.Getenv(envRole) {
+	case "backend":
 		runBackend()
+		return
+	case "rlimit":
+		execLimited()
 		return
 	}
 	code := m.Run()

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -36,59 +37,90 @@ func Listen(ctx context.Context, addr string, freebind bool) (net.Listener, erro
 	return lc.Listen(ctx, "tcp", addr)
 }
 
-// LimitListener counts open connections in a gauge and, with a limit,
-// stops accepting while that many are open (the kernel backlog holds the
-// rest, as HAProxy's maxconn does). Safe for concurrent use.
+// LimitListener counts open connections in a gauge and bounds them. With
+// an explicit Max it stops accepting while that many are open (the kernel
+// backlog holds the rest, as HAProxy's maxconn does); without one, a
+// shared ConnCap bounds the process, and a connection past it is accepted
+// and closed at once. Accept never returns a resource error (EMFILE,
+// ENFILE, ENOBUFS, ENOMEM, ...): it pauses and retries (accept.go), so only
+// Close stops it. Safe for concurrent use.
 type LimitListener struct {
 	net.Listener
+	o     LimitOptions
 	sem   chan struct{}
 	gauge prometheus.Gauge
 	open  atomic.Int64
 	done  chan struct{}
 	once  sync.Once
+	acc   acceptState
 }
 
-// NewLimitListener wraps ln; max 0 means unlimited; gauge may be nil.
-func NewLimitListener(ln net.Listener, max int, gauge prometheus.Gauge) *LimitListener {
-	l := &LimitListener{Listener: ln, gauge: gauge, done: make(chan struct{})}
-	if max > 0 {
-		l.sem = make(chan struct{}, max)
+// NewLimitListener wraps ln.
+func NewLimitListener(ln net.Listener, o LimitOptions) *LimitListener {
+	l := &LimitListener{Listener: ln, o: o, gauge: o.Gauge, done: make(chan struct{})}
+	if o.Max > 0 {
+		l.sem = make(chan struct{}, o.Max)
 	}
+	l.acc.init(&l.o)
 	return l
 }
 
 // Open is the number of connections open now.
 func (l *LimitListener) Open() int64 { return l.open.Load() }
 
-// Accept waits for a free slot, then accepts.
+// Accept waits for a free slot, then accepts. A failed accept pauses with
+// a bounded backoff and retries; it returns an error only once the
+// listener is closed.
 func (l *LimitListener) Accept() (net.Conn, error) {
-	if l.sem != nil {
-		select {
-		case l.sem <- struct{}{}:
-		case <-l.done:
-			return nil, net.ErrClosed
-		}
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
+	for {
 		if l.sem != nil {
-			<-l.sem
+			select {
+			case l.sem <- struct{}{}:
+			case <-l.done:
+				return nil, net.ErrClosed
+			}
 		}
-		return nil, err
+		c, err := l.Listener.Accept()
+		if err != nil {
+			if l.sem != nil {
+				<-l.sem
+			}
+			if l.closed() || errors.Is(err, net.ErrClosed) {
+				return nil, net.ErrClosed // what fasthttp's Serve takes for a closed listener
+			}
+			if !l.acc.failed(l.Listener, err, l.done) {
+				return nil, net.ErrClosed
+			}
+			continue
+		}
+		l.acc.succeeded(l.Listener)
+		if !l.admit() {
+			_ = c.Close()
+			continue
+		}
+		l.open.Add(1)
+		if l.gauge != nil {
+			l.gauge.Inc()
+		}
+		cc := &countedConn{Conn: c, l: l}
+		cc.direct = cc.io.init(c)
+		return cc, nil
 	}
-	l.open.Add(1)
-	if l.gauge != nil {
-		l.gauge.Inc()
-	}
-	cc := &countedConn{Conn: c, l: l}
-	cc.direct = cc.io.init(c)
-	return cc, nil
 }
 
 // Close stops accepting.
 func (l *LimitListener) Close() error {
 	l.once.Do(func() { close(l.done) })
 	return l.Listener.Close()
+}
+
+func (l *LimitListener) closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
 }
 
 type countedConn struct {
@@ -130,9 +162,7 @@ func (c *countedConn) Close() error {
 		if c.l.gauge != nil {
 			c.l.gauge.Dec()
 		}
-		if c.l.sem != nil {
-			<-c.l.sem
-		}
+		c.l.release()
 	}
 	return c.Conn.Close()
 }

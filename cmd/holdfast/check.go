@@ -27,7 +27,12 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: valid (%d listeners, %d pools)\n", *path, len(cfg.Listeners), len(cfg.Pools))
-	for _, w := range config.Warnings(cfg) {
+	warnings := config.Warnings(cfg)
+	// The limit run would have: the soft limit raised to the hard one.
+	if n, err := raiseFileLimit(); err == nil {
+		warnings = append(warnings, config.DescriptorWarnings(cfg, n)...)
+	}
+	for _, w := range warnings {
 		fmt.Fprintf(stderr, "warning: %s\n", w)
 	}
 	if !*resolve {

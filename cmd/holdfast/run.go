@@ -30,7 +30,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, log *slog.Logg
 		printConfigErrors(stderr, *path, err)
 		return 1
 	}
-	opts := app.Options{Log: log, ConfigPath: *path}
+	opts := app.Options{Log: log, ConfigPath: *path, DescriptorLimit: applyLimits(log)}
 	var ho *handoff
 	if *handoffPath != "" {
 		// Only once the config is known good: a bad one never disturbs
