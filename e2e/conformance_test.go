@@ -443,7 +443,11 @@ type framingVariant struct {
 // well-formed, and the hidden request never.
 func caseAmbiguousFraming(t *testing.T, tg target) {
 	be := startBackend(t, "B", nil)
-	p := tg.start(t, onePool(be.Addr))
+	spec := onePool(be.Addr)
+	// A head a proxy cannot parse (holdfast: bare LF line ends) may be
+	// answered 408 at the header timeout, kept short here.
+	spec.HeaderTimeout = 2 * time.Second
+	p := tg.start(t, spec)
 	// Each variant hides its own request, /smuggled-NAME, so a variant is
 	// blamed only for what it smuggled.
 	tail := func(name string) string {
@@ -484,7 +488,10 @@ func caseAmbiguousFraming(t *testing.T, tg target) {
 		withBody("chunk-size-overflow", []int{400, 413}, "10000000000000005\r\nhello\r\n0\r\n\r\n", "Transfer-Encoding: chunked"),
 		{name: "host-missing", raw: "GET /v/host-missing HTTP/1.1\r\n\r\n", want: []int{400}},
 		{name: "host-twice", raw: "GET /v/host-twice HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", want: []int{400}},
-		{name: "bare-lf", raw: "POST /v/bare-lf HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello", want: []int{400, 200}, body: "hello"},
+		// RFC 9112 §2.2 lets a recipient accept bare LF; holdfast's parser
+		// does not, and answers 408 once timeouts.header passes: never a
+		// desync, never a request with another meaning.
+		{name: "bare-lf", raw: "POST /v/bare-lf HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello", want: []int{400, 408, 200}, body: "hello"},
 	}
 	for _, v := range vs {
 		variant(t, v.name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -90,7 +91,11 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		// fasthttp reads at most 8 KiB of a body before the handler; the
 		// rest is read (or not) by the handler, which closes the connection
 		// when it did not read a body to its end.
-		StreamRequestBody:            true,
+		StreamRequestBody: true,
+		// With streaming, fasthttp reads min(this, 8 KiB) of a body before
+		// the handler, under one deadline: 1 byte keeps the read timeout a
+		// bound on silence for the whole body (reqBody reads the rest).
+		MaxRequestBodySize:           1,
 		WriteBufferSize:              16 << 10,
 		ReadTimeout:                  h.opts.HeaderTimeout,
 		WriteTimeout:                 o.WriteTimeout,
@@ -275,6 +280,9 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 			path = uri[:len(uri)-len(query)]
 		}
 	}
+	if (hdr.IsOptions() || hdr.IsTrace()) && h.maxForwards(ctx, x) {
+		return
+	}
 	x.route = h.routes.Load().match(host, path)
 	t := x.route.target
 	if h.wantsUpgrade(hdr) {
@@ -282,6 +290,36 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	h.proxy(ctx, t, x, client10)
+}
+
+// maxForwards applies Max-Forwards to OPTIONS and TRACE (RFC 9110
+// §7.6.2): at 0 holdfast answers itself, as the last recipient; above, the
+// value goes on decremented. It reports whether the request was answered.
+func (h *HTTP) maxForwards(ctx *fasthttp.RequestCtx, x *exchange) bool {
+	hdr := &ctx.Request.Header
+	v := hdr.Peek("Max-Forwards")
+	if len(v) == 0 {
+		return false
+	}
+	n, err := strconv.ParseUint(string(bytes.TrimSpace(v)), 10, 31)
+	if err != nil {
+		return false // not a number: passed on as it came
+	}
+	if n > 0 {
+		hdr.Set("Max-Forwards", strconv.FormatUint(n-1, 10))
+		return false
+	}
+	if hdr.IsTrace() {
+		plain(ctx, fasthttp.StatusMethodNotAllowed, "405 Method Not Allowed: TRACE is not answered\n")
+		x.status = fasthttp.StatusMethodNotAllowed
+		return true
+	}
+	ctx.Response.Reset()
+	ctx.Response.SetStatusCode(fasthttp.StatusOK)
+	ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS")
+	ctx.Response.Header.SetContentLength(0)
+	x.status = fasthttp.StatusOK
+	return true
 }
 
 // refuse answers a request holdfast will not pass on, and closes.
@@ -496,6 +534,7 @@ func (h *HTTP) closeDelimited(ctx *fasthttp.RequestCtx) {
 	s.oneShot = true // closed here; fasthttp's own close later is a no-op
 	resp.Header.SetConnectionClose()
 	resp.Header.SetContentLength(-2)
+	resp.Header.Del("Transfer-Encoding")
 	head := resp.Header.AppendBytes(nil)
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(c net.Conn) {
