@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -259,6 +258,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			if old.http != nil {
 				old.http.SetRoutes(a.routes(l, targets))
 				old.http.SetAccessLog(l.AccessLog)
+				old.http.SetPolicy(httpPolicy(l, trust[l.Name]))
 			}
 			if old.tcp != nil {
 				old.tcp.SetTarget(targets[l.Pool])
@@ -306,12 +306,21 @@ func findListener(cfg *config.Config, name string) config.Listener {
 
 // sameSocket reports whether a listener can keep its socket and server:
 // only routes, pools, access logging and certificates change in place.
+// httpPolicy is the part of a listener's request rules that a reload swaps
+// in place.
+func httpPolicy(l config.Listener, trust proxy.TrustList) proxy.Policy {
+	p := proxy.Policy{TrustedProxies: trust, KeepEncodedSlash: l.Path.EncodedSlash == "keep"}
+	for _, u := range l.Upgrades {
+		p.Upgrades = append(p.Upgrades, strings.ToLower(u))
+	}
+	return p
+}
+
 func sameSocket(a, b config.Listener) bool {
 	if a.Name != b.Name || a.Listen != b.Listen || a.Protocol != b.Protocol ||
 		a.ProxyProtocol != b.ProxyProtocol || a.Freebind != b.Freebind ||
 		a.MaxConnections != b.MaxConnections || a.MaxHeaderBytes != b.MaxHeaderBytes ||
-		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || (len(a.TLS) > 0) != (len(b.TLS) > 0) ||
-		!slices.Equal(a.TrustedProxies, b.TrustedProxies) || !slices.Equal(a.Upgrades, b.Upgrades) || a.Path != b.Path {
+		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || (len(a.TLS) > 0) != (len(b.TLS) > 0) {
 		return false
 	}
 	return true
@@ -399,15 +408,11 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			_ = rt.tcp.Serve(ln)
 		}()
 	default:
-		upgrades := make([]string, len(l.Upgrades))
-		for i, u := range l.Upgrades {
-			upgrades[i] = strings.ToLower(u)
-		}
 		h := proxy.NewHTTP(proxy.HTTPOptions{
 			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
 			HeaderTimeout: l.Timeouts.Header.D(),
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
-			TrustedProxies: trust, Upgrades: upgrades, KeepEncodedSlash: l.Path.EncodedSlash == "keep",
+			Policy:    httpPolicy(l, trust),
 			AccessLog: l.AccessLog, Log: log, Metrics: a.m,
 		}, a.routes(l, targets))
 		rt.http = h

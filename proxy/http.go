@@ -31,6 +31,19 @@ type HTTPOptions struct {
 	ReadTimeout   time.Duration
 	WriteTimeout  time.Duration
 	IdleTimeout   time.Duration
+	// Policy is the part of the rules a reload replaces in place.
+	Policy    Policy
+	AccessLog bool
+	// AccessLogger receives one JSON line per request when AccessLog is on;
+	// nil writes JSON to standard output, as SPEC.md says.
+	AccessLogger *slog.Logger
+	Log          *slog.Logger
+	Metrics      *metrics.Metrics
+}
+
+// Policy holds a listener's request rules that change on reload without a
+// new socket.
+type Policy struct {
 	// TrustedProxies are the peers whose X-Forwarded-Proto and
 	// X-Forwarded-Host are kept.
 	TrustedProxies TrustList
@@ -39,12 +52,6 @@ type HTTPOptions struct {
 	Upgrades []string
 	// KeepEncodedSlash forwards %2F and %5C as they are instead of 400.
 	KeepEncodedSlash bool
-	AccessLog        bool
-	// AccessLogger receives one JSON line per request when AccessLog is on;
-	// nil writes JSON to standard output, as SPEC.md says.
-	AccessLogger *slog.Logger
-	Log          *slog.Logger
-	Metrics      *metrics.Metrics
 }
 
 // HTTP is one HTTP listener's server. Safe for concurrent use; the routing
@@ -52,6 +59,7 @@ type HTTPOptions struct {
 type HTTP struct {
 	opts        HTTPOptions
 	routes      atomic.Pointer[Routes]
+	policy      atomic.Pointer[Policy]
 	srv         *fasthttp.Server
 	accessLogOn atomic.Bool
 	draining    atomic.Bool
@@ -66,9 +74,7 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
-	if h.opts.Upgrades == nil {
-		h.opts.Upgrades = []string{"websocket"}
-	}
+	h.SetPolicy(o.Policy)
 	if h.opts.HeaderTimeout <= 0 {
 		h.opts.HeaderTimeout = o.ReadTimeout
 	}
@@ -127,6 +133,14 @@ func (h *HTTP) headerReceived(hdr *fasthttp.RequestHeader) fasthttp.RequestConfi
 // keep-alive client moves to a new connection on its next request instead
 // of racing the close of an idle one. Safe to call concurrently.
 func (h *HTTP) Drain() { h.draining.Store(true) }
+
+// SetPolicy swaps the listener's request rules (reload).
+func (h *HTTP) SetPolicy(p Policy) {
+	if p.Upgrades == nil {
+		p.Upgrades = []string{"websocket"}
+	}
+	h.policy.Store(&p)
+}
 
 // SetRoutes swaps the routing table (reload).
 func (h *HTTP) SetRoutes(rt *Routes) { h.routes.Store(rt) }
@@ -262,9 +276,10 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 	if i := bytes.IndexByte(uri, '?'); i >= 0 {
 		path, query = uri[:i], uri[i:]
 	}
+	pol := h.policy.Load()
 	if !(len(path) == 1 && path[0] == '*' && hdr.IsOptions()) {
 		var pbuf [512]byte
-		np, v := normalizePath(pbuf[:0], path, h.opts.KeepEncodedSlash)
+		np, v := normalizePath(pbuf[:0], path, pol.KeepEncodedSlash)
 		switch v {
 		case pathBad:
 			h.refuse(ctx, x, fasthttp.StatusBadRequest, "400 Bad Request: malformed request target\n")
@@ -285,11 +300,11 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	x.route = h.routes.Load().match(host, path)
 	t := x.route.target
-	if h.wantsUpgrade(hdr) {
-		x.status = h.upgrade(ctx, t, x)
+	if wantsUpgrade(hdr, pol) {
+		x.status = h.upgrade(ctx, t, x, pol)
 		return
 	}
-	h.proxy(ctx, t, x, client10)
+	h.proxy(ctx, t, x, client10, pol)
 }
 
 // maxForwards applies Max-Forwards to OPTIONS and TRACE (RFC 9110
@@ -367,7 +382,7 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 
 // proxy sends the request to the target's backends and puts the answer in
 // ctx.Response.
-func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 bool) {
+func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 bool, pol *Policy) {
 	req, resp := &ctx.Request, &ctx.Response
 	hdr := &req.Header
 	cfg := t.cfg.Load()
@@ -390,7 +405,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	}
 	hdr.ResetConnectionClose()
 	hdr.Del(hdrExpect) // answered here (100 Continue) already
-	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), hdr.Host())
+	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), hdr.Host())
 	hdr.SetNoDefaultContentType(true)
 	if client10 {
 		hdr.SetProtocolBytes(strHTTP11) // holdfast speaks HTTP/1.1 upstream

@@ -55,7 +55,7 @@ func hasToken(v []byte, tok string) bool {
 // wantsUpgrade reports whether the request asks to switch to a protocol
 // the listener passes through. Any other Upgrade (h2c always) is served
 // as a plain request, its Upgrade header dropped as hop-by-hop.
-func (h *HTTP) wantsUpgrade(hdr *fasthttp.RequestHeader) bool {
+func wantsUpgrade(hdr *fasthttp.RequestHeader, pol *Policy) bool {
 	if !isUpgrade(hdr) {
 		return false
 	}
@@ -63,7 +63,7 @@ func (h *HTTP) wantsUpgrade(hdr *fasthttp.RequestHeader) bool {
 	if len(v) == 3 && asciiEqualFoldStr(v, "h2c") {
 		return false
 	}
-	for _, p := range h.opts.Upgrades {
+	for _, p := range pol.Upgrades {
 		if len(v) == len(p) && asciiEqualFoldStr(v, p) {
 			return true
 		}
@@ -78,12 +78,12 @@ func (h *HTTP) wantsUpgrade(hdr *fasthttp.RequestHeader) bool {
 // timeout passes with no byte moved. Any other answer is relayed as an
 // ordinary response. Backends are picked, retried and limited by the same
 // attempt loop as ordinary requests.
-func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange) int {
+func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange, pol *Policy) int {
 	req, resp := &ctx.Request, &ctx.Response
 	if cl := req.Header.ContentLength(); cl > 0 || cl == -1 {
 		// An upgrade carrying a body is served as a plain request (the
 		// Upgrade header is dropped as hop-by-hop).
-		h.proxy(ctx, t, x, !req.Header.IsHTTP11())
+		h.proxy(ctx, t, x, !req.Header.IsHTTP11(), pol)
 		return x.status
 	}
 	var upBuf [64]byte
@@ -94,7 +94,7 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange) int {
 		x.closeAll = true
 	}
 	req.Header.ResetConnectionClose()
-	setForwarded(&req.Header, ctx.RemoteIP(), ctx.IsTLS(), h.opts.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), req.Header.Host())
+	setForwarded(&req.Header, ctx.RemoteIP(), ctx.IsTLS(), pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), req.Header.Host())
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.SetBytesV("Upgrade", upgradeTo)
 	req.Header.SetProtocolBytes(strHTTP11)
