@@ -14,6 +14,7 @@
 #   ROTATE [1]            rotate the run order by one each round (0: always TARGETS order)
 #   PAIR [1]              run holdfast and the baseline back to back each round, alternating first
 #   HOLDFAST_BIN [bin/holdfast]                 built with `make build` if missing
+#   BASE_BIN []           another holdfast build for the holdfast_base target
 #   OUT [bench/out/<UTC timestamp>]             raw results
 #   PROXY_CPU [0] WRK_CPU [1]                   cores to pin to (backend shares WRK_CPU)
 #   TCP [1]               then the L4 row, bench/tcp.sh (its knobs: TCP_DURATION, TCP_CONNS, TCP_TARGETS)
@@ -161,7 +162,7 @@ start_direct() {
 }
 
 start_holdfast() {
-	local d=$WORK/holdfast
+	local d=$WORK/${NAME:-holdfast}
 	mkdir -p "$d"
 	cat >"$d/holdfast.yaml" <<EOF
 admin: { listen: 127.0.0.1:$ADMIN_PORT }
@@ -173,11 +174,17 @@ pools:
     backends: [127.0.0.1:$BACKEND_PORT]
     health: { type: none }
 EOF
-	cp "$d/holdfast.yaml" "$OUT/holdfast.yaml"
+	cp "$d/holdfast.yaml" "$OUT/${NAME:-holdfast}.yaml"
 	TARGET_LOG=$d/holdfast.log
 	spawn "$PROXY_CPU" "$TARGET_LOG" env GOMAXPROCS=1 "$HOLDFAST_BIN" run -c "$d/holdfast.yaml"
 	TARGET_PID=$SPAWNED
 	TARGET_URL="http://127.0.0.1:$PORT/"
+}
+
+# holdfast_base: the same config through another holdfast binary (BASE_BIN),
+# e.g. the previous release, to compare two builds in one paired run.
+start_holdfast_base() {
+	HOLDFAST_BIN=${BASE_BIN:?BASE_BIN: the holdfast binary to compare} NAME=holdfast_base start_holdfast
 }
 
 start_haproxy() {

@@ -45,6 +45,8 @@ type Upstream struct {
 	cfg    UpstreamConfig
 	active atomic.Int64  // connections checked out by a request
 	slots  chan struct{} // one per open connection, up to MaxConns; nil: unlimited
+	// dialFn replaces net.DialTimeout (tests inject failures).
+	dialFn func(addr string, timeout time.Duration) (net.Conn, error)
 }
 
 // NewUpstream builds the client for ep.
@@ -255,7 +257,13 @@ func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if err := u.acquireSlot(); err != nil {
 		return nil, err
 	}
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	var c net.Conn
+	var err error
+	if u.dialFn != nil {
+		c, err = u.dialFn(addr, timeout)
+	} else {
+		c, err = net.DialTimeout("tcp", addr, timeout)
+	}
 	if err != nil {
 		u.releaseSlot()
 		return nil, &dialError{err}

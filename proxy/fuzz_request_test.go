@@ -1,0 +1,272 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/textproto"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/holdfast-lb/holdfast/balancer"
+	"github.com/holdfast-lb/holdfast/discovery"
+	"github.com/holdfast-lb/holdfast/metrics"
+)
+
+// FuzzRequestPath sends random bytes on a client connection through a real
+// holdfast HTTP listener to a backend that records, with Go's strict
+// net/http parser, every request it receives. Differential check against
+// the same parser reading the client's bytes: every request the backend
+// received is well-formed and is one of the client's requests, in order,
+// with the same method, normalised target, body and end-to-end headers.
+// A request holdfast refused never shows up; nothing the client did not
+// send as a request (a body's tail, a smuggled second request) ever does.
+func FuzzRequestPath(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+		"POST /p HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+		"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 30\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /a/../b?x=1 HTTP/1.1\r\nHost: a\r\nconnection: x-secret\r\nx-secret: 1\r\nx-forwarded-proto: https\r\n\r\n",
+		"GET http://other/p HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /%2e%2e/%7e HTTP/1.0\r\n\r\n",
+		"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	env := newFuzzEnv(f)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if len(raw) > 64<<10 {
+			return
+		}
+		got := env.roundTrip(t, raw)
+		want := referenceRequests(raw)
+		j := 0
+		for _, g := range got {
+			if g.err != "" {
+				t.Fatalf("backend received a malformed request: %s\nclient bytes: %q", g.err, raw)
+			}
+			for j < len(want) && !sameRequest(g, want[j]) {
+				j++
+			}
+			if j == len(want) {
+				t.Fatalf("backend received a request the client did not send:\n%s\nclient requests: %v\nclient bytes: %q", g, want, raw)
+			}
+			j++
+		}
+	})
+}
+
+// seenRequest is a request as parsed by net/http, reduced to what must
+// survive the proxy.
+type seenRequest struct {
+	method, target, host, body string
+	headers                    string // end-to-end headers, canonical, sorted
+	err                        string
+}
+
+func (r seenRequest) String() string {
+	return fmt.Sprintf("%s %s host=%q body=%q headers=%q", r.method, r.target, r.host, r.body, r.headers)
+}
+
+func sameRequest(g, w seenRequest) bool {
+	return g.method == w.method && g.target == w.target && g.body == w.body && g.headers == w.headers &&
+		strings.EqualFold(g.host, w.host)
+}
+
+// reduce keeps what a proxy must pass on unchanged.
+func reduce(r *http.Request, body []byte, client bool) seenRequest {
+	s := seenRequest{method: r.Method, target: r.RequestURI, host: r.Host, body: string(body)}
+	hop := map[string]bool{"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true,
+		"Trailer": true, "Upgrade": true, "Expect": true, "X-Forwarded-For": true, "X-Forwarded-Proto": true,
+		"X-Forwarded-Host": true, "Content-Length": true, "Transfer-Encoding": true, "Max-Forwards": true}
+	for _, v := range r.Header.Values("Connection") {
+		for _, tok := range strings.Split(v, ",") {
+			if tok = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(tok)); tok != "Host" {
+				hop[tok] = true
+			}
+		}
+	}
+	var lines []string
+	for k, vs := range r.Header {
+		if !hop[k] {
+			lines = append(lines, k+": "+strings.Join(vs, "\x00"))
+		}
+	}
+	sort.Strings(lines)
+	s.headers = strings.Join(lines, "\n")
+	if client {
+		if u := r.URL; u != nil && u.IsAbs() {
+			// Absolute form: holdfast forwards the origin form on the
+			// target's own host.
+			s.host = u.Host
+			rest := s.target[strings.Index(s.target, "://")+3:]
+			if i := strings.IndexAny(rest, "/?"); i >= 0 {
+				s.target = rest[i:]
+			} else {
+				s.target = "/"
+			}
+			if strings.HasPrefix(s.target, "?") {
+				s.target = "/" + s.target
+			}
+		}
+		path, query, hasQuery := strings.Cut(s.target, "?")
+		if s.target != "*" {
+			np, v := normalizePath(nil, []byte(path), false)
+			if v != pathOK {
+				s.target = "\x00refused"
+			} else {
+				s.target = string(np)
+				if hasQuery {
+					s.target += "?" + query
+				}
+			}
+		}
+	}
+	return s
+}
+
+// referenceRequests parses the client's bytes as a strict server would.
+func referenceRequests(raw []byte) []seenRequest {
+	br := bufio.NewReader(bytes.NewReader(raw))
+	var out []seenRequest
+	for range 64 {
+		r, err := http.ReadRequest(br)
+		if err != nil {
+			return out
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err != nil {
+			return out
+		}
+		out = append(out, reduce(r, body, true))
+	}
+	return out
+}
+
+// fuzzEnv is one holdfast listener in front of one recording backend.
+type fuzzEnv struct {
+	addr string
+	mu   sync.Mutex
+	seen []seenRequest
+}
+
+func newFuzzEnv(tb testing.TB) *fuzzEnv {
+	env := &fuzzEnv{}
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = bln.Close() })
+	go func() {
+		for {
+			c, err := bln.Accept()
+			if err != nil {
+				return
+			}
+			go env.backend(c)
+		}
+	}()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := metrics.New(prometheus.NewRegistry())
+	up := UpstreamConfig{MaxConns: 64, MaxIdle: 16, QueueTimeout: time.Second,
+		ConnectTimeout: time.Second, ResponseTimeout: 2 * time.Second, IdleTimeout: time.Minute}
+	pool := balancer.NewPool(&balancer.Options{Name: "fuzz", Balance: "round_robin", PanicThreshold: 0.5,
+		Source: &discovery.Static{Backends: []discovery.Backend{{Address: bln.Addr().String(), Weight: 1}}}, SourceKey: "static"},
+		balancer.Hooks{
+			NewUpstream:   func(ep *balancer.Endpoint) any { return NewUpstream(ep, up) },
+			CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*Upstream).Close() },
+		}, m, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	go pool.Run(ctx)
+	tb.Cleanup(func() { cancel(); <-pool.Done() })
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for pool.Routable() < 1 {
+		if time.Now().After(deadline) {
+			tb.Fatal("pool never became routable")
+		}
+		<-tick.C
+	}
+	target := NewTarget(pool, &TargetConfig{Retry: RetryPolicy{Attempts: 1, Budget: 0.2, OnConnectFailure: true, OnReset: true}, BufferBody: 64 << 10}, m)
+	rt := NewRoutes("web", target, []Route{{Host: "other", Target: target}}, m)
+	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, HeaderTimeout: time.Second, ReadTimeout: time.Second,
+		WriteTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second, Log: log, Metrics: m}, rt)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h.Serve(ln) }()
+	tb.Cleanup(func() { _ = h.Server().Shutdown(); <-done })
+	env.addr = ln.Addr().String()
+	return env
+}
+
+// backend records each request on c, parsed strictly, and answers it.
+func (e *fuzzEnv) backend(c net.Conn) {
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		r, err := http.ReadRequest(br)
+		if err == io.EOF {
+			return
+		}
+		var s seenRequest
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				return
+			}
+			s.err = err.Error()
+			e.record(s)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			e.record(seenRequest{err: "body: " + err.Error()})
+			return
+		}
+		e.record(reduce(r, body, false))
+		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+			return
+		}
+	}
+}
+
+func (e *fuzzEnv) record(s seenRequest) {
+	e.mu.Lock()
+	e.seen = append(e.seen, s)
+	e.mu.Unlock()
+}
+
+// roundTrip sends raw on a fresh connection, reads until holdfast closes
+// it (or a short deadline), and returns what the backend received.
+func (e *fuzzEnv) roundTrip(t *testing.T, raw []byte) []seenRequest {
+	e.mu.Lock()
+	e.seen = nil
+	e.mu.Unlock()
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	_, _ = c.Write(raw)
+	_ = c.(*net.TCPConn).CloseWrite()
+	_, _ = io.Copy(io.Discard, c)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]seenRequest(nil), e.seen...)
+}
