@@ -270,3 +270,27 @@ func (e *fuzzEnv) roundTrip(t *testing.T, raw []byte) []seenRequest {
 	defer e.mu.Unlock()
 	return append([]seenRequest(nil), e.seen...)
 }
+
+// A client that stops mid-body (EOF between chunks, or before its
+// Content-Length) never has a truncated request reach a backend.
+func TestTruncatedChunkedBodyRefused(t *testing.T) {
+	env := newFuzzEnv(t)
+	cases := []struct{ name, raw string }{
+		{"chunked, no chunk", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"},
+		{"chunked, between chunks", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"},
+		{"chunked, mid-chunk", "POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel"},
+		{"content-length short", "POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := env.roundTrip(t, []byte(c.raw)); len(got) != 0 {
+				t.Fatalf("backend received %v from a truncated body", got)
+			}
+		})
+	}
+	// The whole body still goes through.
+	got := env.roundTrip(t, []byte("POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+	if len(got) != 1 || got[0].body != "hello" {
+		t.Fatalf("whole chunked body: backend got %v", got)
+	}
+}

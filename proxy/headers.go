@@ -18,6 +18,7 @@ var (
 	strHTTP    = []byte("http")
 	strHTTPS   = []byte("https")
 	strHTTP11  = []byte("HTTP/1.1")
+	strHTTP10  = []byte("HTTP/1.0")
 	strTrailer = []byte("trailers")
 )
 

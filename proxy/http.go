@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -245,6 +246,10 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		h.refuse(ctx, x, fasthttp.StatusMethodNotAllowed, "405 Method Not Allowed: holdfast is not a forward proxy\n")
 		return
 	}
+	if p := hdr.Protocol(); !bytes.Equal(p, strHTTP11) && !bytes.Equal(p, strHTTP10) {
+		h.refuse(ctx, x, fasthttp.StatusHTTPVersionNotSupported, "505 HTTP Version Not Supported\n")
+		return
+	}
 	if !framingOK(hdr.RawHeaders()) || (!client10 && len(hdr.Host()) == 0) {
 		h.refuse(ctx, x, fasthttp.StatusBadRequest, "400 Bad Request: ambiguous framing or no Host\n")
 		return
@@ -339,7 +344,8 @@ func (h *HTTP) maxForwards(ctx *fasthttp.RequestCtx, x *exchange) bool {
 
 // refuse answers a request holdfast will not pass on, and closes.
 func (h *HTTP) refuse(ctx *fasthttp.RequestCtx, x *exchange, code int, msg string) {
-	plain(ctx, code, msg)
+	pool := h.routes.Load().def.target.Name
+	plain(ctx, code, strings.TrimSuffix(msg, "\n")+" (pool "+pool+")\n")
 	x.status, x.closeAll = code, true
 	x.flags |= flagBadRequest
 	if h.badRequest != nil {
@@ -479,7 +485,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 // the client itself (and returns false) when the body is too large, ends
 // early, stalls or is malformed.
 func (h *HTTP) readBody(ctx *fasthttp.RequestCtx, t *Target, cfg *TargetConfig, x *exchange, b *reqBody, cl int) bool {
-	b.max = h.opts.MaxBodyBytes
+	b.max, b.want = h.opts.MaxBodyBytes, int64(cl)
 	if b.max > 0 && int64(cl) > b.max {
 		x.closeAll = true
 		x.status = fasthttp.StatusRequestEntityTooLarge
@@ -497,7 +503,17 @@ func (h *HTTP) readBody(ctx *fasthttp.RequestCtx, t *Target, cfg *TargetConfig, 
 	if cl > cfg.BufferBody {
 		return true // streamed with its length; never resent once started
 	}
+	before := 0
+	if cl == -1 {
+		before = ctx.Request.Header.Len()
+	}
 	whole, err := b.fill(cfg.BufferBody)
+	if cl == -1 {
+		// fasthttp reads a chunked body's trailer section into the request
+		// header; a kept body goes upstream with a length and no trailers,
+		// and a trailer never becomes a header.
+		dropTrailers(&ctx.Request.Header, before)
+	}
 	if err != nil {
 		x.closeAll = true
 		x.status = h.clientFailure(ctx, t, x, b)
@@ -510,6 +526,35 @@ func (h *HTTP) readBody(ctx *fasthttp.RequestCtx, t *Target, cfg *TargetConfig, 
 	}
 	b.chunked = true // a chunked body larger than buffer_body: streamed
 	return true
+}
+
+// dropTrailers removes the header entries past the first n: the trailer
+// fields fasthttp appended while reading a chunked body. Only for chunked
+// requests whose trailer section was not empty.
+func dropTrailers(hdr *fasthttp.RequestHeader, n int) {
+	if hdr.Len() <= n {
+		return
+	}
+	type field struct{ k, v []byte }
+	var keep []field
+	added := map[string]bool{}
+	i := 0
+	for k, v := range hdr.All() {
+		if i < n {
+			keep = append(keep, field{append([]byte(nil), k...), append([]byte(nil), v...)})
+		} else {
+			added[string(k)] = true
+		}
+		i++
+	}
+	for name := range added {
+		hdr.Del(name)
+	}
+	for _, f := range keep {
+		if added[string(f.k)] {
+			hdr.AddBytesKV(f.k, f.v)
+		}
+	}
 }
 
 // clientFailure answers a request whose body failed on the client's side.
