@@ -141,6 +141,15 @@ func referenceRequests(raw []byte) []seenRequest {
 	br := bufio.NewReader(bytes.NewReader(raw))
 	var out []seenRequest
 	for range 64 {
+		// RFC 9112 §2.2: empty lines before a request-line are ignored
+		// (net/http does not; holdfast's parser does).
+		for range 16 {
+			b, err := br.Peek(1)
+			if err != nil || (b[0] != '\n' && b[0] != '\r') {
+				break
+			}
+			_, _ = br.ReadByte()
+		}
 		r, err := http.ReadRequest(br)
 		if err != nil {
 			return out
@@ -161,7 +170,11 @@ type fuzzEnv struct {
 	seen []seenRequest
 }
 
-func newFuzzEnv(tb testing.TB) *fuzzEnv {
+func newFuzzEnv(tb testing.TB) *fuzzEnv { return newProxyEnv(tb, 0) }
+
+// newProxyEnv is a fuzzEnv whose listener has max_body_bytes maxBody and
+// counts its connections as app's listeners do (LimitListener).
+func newProxyEnv(tb testing.TB, maxBody int64) *fuzzEnv {
 	env := &fuzzEnv{}
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -201,12 +214,13 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	}
 	target := NewTarget(pool, &TargetConfig{Retry: RetryPolicy{Attempts: 1, Budget: 0.2, OnConnectFailure: true, OnReset: true}, BufferBody: 64 << 10}, m)
 	rt := NewRoutes("web", target, []Route{{Host: "other", Target: target}}, m)
-	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, HeaderTimeout: time.Second, ReadTimeout: time.Second,
+	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, MaxBodyBytes: maxBody, HeaderTimeout: time.Second, ReadTimeout: time.Second,
 		WriteTimeout: 2 * time.Second, IdleTimeout: 2 * time.Second, Log: log, Metrics: m}, rt)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
+	ln := NewLimitListener(raw, LimitOptions{Name: "web"})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = h.Serve(ln) }()
 	tb.Cleanup(func() { _ = h.Server().Shutdown(); <-done })
@@ -292,5 +306,44 @@ func TestTruncatedChunkedBodyRefused(t *testing.T) {
 	got := env.roundTrip(t, []byte("POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
 	if len(got) != 1 || got[0].body != "hello" {
 		t.Fatalf("whole chunked body: backend got %v", got)
+	}
+}
+
+// A client still sending a body holdfast refused (413 before reading it)
+// reads the 413: the connection closes lingering (write side shut, the
+// rest of the body read and dropped), not with a reset, which would
+// make the client's next write fail (curl: "send failure") or, on some
+// systems, destroy the response sitting unread on the client's side. The
+// client here reads only after it has sent 512 KiB more.
+func TestEarlyAnswerSurvivesUnreadBody(t *testing.T) {
+	env := newProxyEnv(t, 1000)
+	for i := range 3 {
+		c, err := net.Dial("tcp", env.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 50000000\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		chunk := bytes.Repeat([]byte("x"), 16<<10)
+		for j := range 32 {
+			if _, err := c.Write(chunk); err != nil {
+				// A reset: an uploading client (curl, a browser) reports a
+				// send failure instead of the answer.
+				t.Fatalf("round %d: writing the body after %d KiB: %v", i, 16*j, err)
+			}
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("round %d: the 413 was lost: %v", i, err)
+		}
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !resp.Close {
+			t.Fatalf("round %d: %d (close %v), want 413 and close", i, resp.StatusCode, resp.Close)
+		}
+		_ = c.Close()
+	}
+	if got := env.seen; len(got) != 0 {
+		t.Fatalf("backend received %v", got)
 	}
 }

@@ -215,6 +215,7 @@ type exchange struct {
 	out      outcome
 	flags    uint16
 	closeAll bool // close the client connection after the response
+	unread   bool // the request body was not read to its end: linger on close
 }
 
 // serve proxies one request in place: ctx.Request goes upstream as it is
@@ -225,6 +226,9 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	h.handle(ctx, &x)
 	if x.closeAll || h.draining.Load() {
 		ctx.SetConnectionClose()
+	}
+	if x.unread {
+		lingerOnClose(ctx.Conn())
 	}
 	if x.route == nil {
 		x.route = &h.routes.Load().def
@@ -439,7 +443,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	if pb != nil && !body.eof && body.src != nil {
 		// The response went out before the body was read to its end: what
 		// is left of it must never be parsed as a request.
-		x.closeAll = true
+		x.closeAll, x.unread = true, true
 	}
 	switch x.out.st {
 	case stageOK:
@@ -468,7 +472,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		x.status = fasthttp.StatusGatewayTimeout
 		plainBytes(ctx, x.status, t.msg504)
 	case stageClient:
-		x.closeAll = true
+		x.closeAll, x.unread = true, true
 		x.status = h.clientFailure(ctx, t, x, &body)
 	default:
 		x.flags |= flagUpstreamFailed
@@ -487,7 +491,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 func (h *HTTP) readBody(ctx *fasthttp.RequestCtx, t *Target, cfg *TargetConfig, x *exchange, b *reqBody, cl int) bool {
 	b.max, b.want = h.opts.MaxBodyBytes, int64(cl)
 	if b.max > 0 && int64(cl) > b.max {
-		x.closeAll = true
+		x.closeAll, x.unread = true, true
 		x.status = fasthttp.StatusRequestEntityTooLarge
 		plainBytes(ctx, x.status, t.msg413)
 		return false
@@ -515,7 +519,7 @@ func (h *HTTP) readBody(ctx *fasthttp.RequestCtx, t *Target, cfg *TargetConfig, 
 		dropTrailers(&ctx.Request.Header, before)
 	}
 	if err != nil {
-		x.closeAll = true
+		x.closeAll, x.unread = true, true
 		x.status = h.clientFailure(ctx, t, x, b)
 		return false
 	}
@@ -526,6 +530,22 @@ func (h *HTTP) readBody(ctx *fasthttp.RequestCtx, t *Target, cfg *TargetConfig, 
 	}
 	b.chunked = true // a chunked body larger than buffer_body: streamed
 	return true
+}
+
+// lingerOnClose asks the client connection (under its PROXY or other
+// wrappers; not TLS) to close lingering.
+func lingerOnClose(c net.Conn) {
+	for range 4 {
+		switch v := c.(type) {
+		case interface{ lingerOnClose() }:
+			v.lingerOnClose()
+			return
+		case interface{ Unwrap() net.Conn }:
+			c = v.Unwrap()
+		default:
+			return
+		}
+	}
 }
 
 // dropTrailers removes the header entries past the first n: the trailer

@@ -3,11 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -125,9 +127,10 @@ func (l *LimitListener) closed() bool {
 
 type countedConn struct {
 	net.Conn
-	l     *LimitListener
-	once  atomic.Bool
-	wrote atomic.Bool
+	l      *LimitListener
+	once   atomic.Bool
+	wrote  atomic.Bool
+	linger atomic.Bool
 	// io issues the socket calls directly when direct is set.
 	io     sockIO
 	direct bool
@@ -156,7 +159,31 @@ func (c *countedConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Lingering close: a response that went out before the request body was
+// read ends the connection, but a client still sending its body would get
+// a reset for the unread bytes, and a reset can destroy the response in
+// flight. So the write side is shut first, and what the client still sends
+// is read and dropped for a bounded time and size, then the socket closes
+// (nginx's lingering_close).
+const (
+	lingerTimeout = 2 * time.Second
+	lingerBytes   = 1 << 20
+)
+
+// lingerOnClose makes the next Close a lingering one.
+func (c *countedConn) lingerOnClose() { c.linger.Store(true) }
+
 func (c *countedConn) Close() error {
+	if c.linger.CompareAndSwap(true, false) {
+		if tc, ok := c.Conn.(*net.TCPConn); ok && tc.CloseWrite() == nil {
+			go func() {
+				_ = tc.SetReadDeadline(time.Now().Add(lingerTimeout))
+				_, _ = io.CopyN(io.Discard, tc, lingerBytes)
+				_ = c.Close()
+			}()
+			return nil
+		}
+	}
 	if c.once.CompareAndSwap(false, true) {
 		c.l.open.Add(-1)
 		if c.l.gauge != nil {
