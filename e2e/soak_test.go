@@ -97,7 +97,18 @@ pools:
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	waitFor(t, 30*time.Second, "holdfast serving", func() bool { return getWithin(base+"/", 2*time.Second) })
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", adminPort)
-	adm := dialKeepAlive(t, adminAddr)
+	// adminGet asks on a connection of its own: the admin server closes a
+	// connection whose first request does not come within its header
+	// timeout, and the soak's requests are further apart than that.
+	adminGet := func(path string) (string, error) {
+		c, err := net.DialTimeout("tcp", adminAddr, time.Second)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		_, body, err := (&keepAliveClient{addr: adminAddr, c: c, br: bufio.NewReader(c)}).get(path)
+		return body, err
+	}
 	reloads := 0
 	reload := func(t *testing.T) {
 		writeConfig()
@@ -108,7 +119,7 @@ pools:
 		// The admin summary changes with the config: wait until the
 		// counter says it applied.
 		waitFor(t, 20*time.Second, "reload applied", func() bool {
-			_, body, err := adm.get("/metrics")
+			body, err := adminGet("/metrics")
 			return err == nil && strings.Contains(body, "holdfast_config_reloads_total "+strconv.Itoa(reloads)+"\n")
 		})
 	}
@@ -158,23 +169,26 @@ pools:
 		s := soakSample{at: time.Since(begin).Round(time.Second), phase: phase, ok: ok - lastOK,
 			failed: int64(len(failures)) - lastFailed, rssKiB: procRSS(pid), goroutines: -1, fds: procFDs(pid)}
 		lastOK, lastFailed = ok, int64(len(failures))
-		// A heap profile with gc=1 collects first: the heap in use is
-		// then what is live, not garbage waiting for the next cycle.
-		if _, _, err := adm.get("/debug/pprof/heap?gc=1"); err != nil {
-			s.heapKiB = -1
-		}
-		if g, err := adminGauge(adm, "go_goroutines"); err == nil {
-			s.goroutines = g
-			if s.heapKiB == 0 {
-				h, _ := adminGauge(adm, "go_memstats_heap_inuse_bytes")
-				s.heapKiB = h >> 10
+		// A fresh admin connection per sample: the admin server closes a
+		// connection whose first request does not come within its header
+		// timeout, and samples are further apart than that.
+		if c, err := net.DialTimeout("tcp", adminAddr, time.Second); err == nil {
+			adm := &keepAliveClient{addr: adminAddr, c: c, br: bufio.NewReader(c)}
+			// A heap profile with gc=1 collects first: the heap in use is
+			// then what is live, not garbage waiting for the next cycle.
+			if _, _, err := adm.get("/debug/pprof/heap?gc=1"); err != nil {
+				s.heapKiB = -1
 			}
-		} else if c, err := net.DialTimeout("tcp", adminAddr, time.Second); err == nil {
-			// The old connection broke (holdfast out of descriptors, or a
-			// timeout): use a new one from now on.
-			_ = adm.c.Close()
-			adm = &keepAliveClient{addr: adminAddr, c: c, br: bufio.NewReader(c)}
-			t.Cleanup(func() { _ = c.Close() })
+			if g, err := adminGauge(adm, "go_goroutines"); err == nil {
+				s.goroutines = g
+				if s.heapKiB == 0 {
+					h, _ := adminGauge(adm, "go_memstats_heap_inuse_bytes")
+					s.heapKiB = h >> 10
+				}
+			}
+			_ = c.Close()
+		} else {
+			s.heapKiB = -1
 		}
 		samples = append(samples, s)
 		t.Logf("%8s  %-14s %8d %7d %9.1f %10.1f %10d %6d", s.at, s.phase, s.ok, s.failed,

@@ -380,7 +380,7 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 		tlsv = "tls"
 	}
 	h.opts.AccessLogger.Info("request",
-		"listener", h.opts.Name, "pool", t.Name, "backend", backend,
+		"listener", h.opts.Name, "route", x.route.name, "pool", t.Name, "backend", backend,
 		"method", string(ctx.Method()), "host", string(ctx.Request.Header.Host()), "path", string(ctx.Request.Header.RequestURI()),
 		"proto", string(ctx.Request.Header.Protocol()), "status", x.status,
 		"bytes_in", ctx.Request.Header.ContentLength(), "bytes_out", ctx.Response.Header.ContentLength(),
@@ -429,7 +429,13 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		ar.body = &body
 	}
 	client, writeIdle := ctx.Conn(), h.opts.WriteTimeout
-	x.out = t.run(cfg, hash, ctx.Time(), ar, func(ep *balancer.Endpoint) (stage, int) {
+	start := ctx.Time()
+	if pb != nil {
+		// A body was read first: the backends' latency starts now, not
+		// with the client's upload.
+		start = time.Now()
+	}
+	x.out = t.run(cfg, hash, start, ar, func(ep *balancer.Endpoint) (stage, int) {
 		err := ep.Upstream.(*Upstream).roundTrip(req, resp, ar.body, client, writeIdle)
 		if err != nil {
 			resp.Reset()

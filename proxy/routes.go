@@ -16,6 +16,7 @@ type Route struct {
 }
 
 type route struct {
+	name    string // host+path_prefix as configured; "" for the default
 	exact   []byte // lower-case host, or nil
 	suffix  []byte // ".example.com" for "*.example.com"
 	prefix  []byte
@@ -39,7 +40,7 @@ func NewRoutes(listener string, def *Target, rs []Route, m *metrics.Metrics) *Ro
 	}
 	out := &Routes{def: route{target: def, metrics: mk(def)}}
 	for _, r := range rs {
-		x := route{target: r.Target, metrics: mk(r.Target), prefix: []byte(r.PathPrefix)}
+		x := route{name: r.Host + r.PathPrefix, target: r.Target, metrics: mk(r.Target), prefix: []byte(r.PathPrefix)}
 		h := strings.ToLower(r.Host)
 		switch {
 		case strings.HasPrefix(h, "*."):
