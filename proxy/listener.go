@@ -131,6 +131,9 @@ type countedConn struct {
 	// io issues the socket calls directly when direct is set.
 	io     sockIO
 	direct bool
+	// pk is the connection's parking state (park.go); pk.p is nil for a
+	// connection that is never parked (TLS, not a socket, parking off).
+	pk parkState
 }
 
 // Write notes that an answer went out; the client's next request follows it.
@@ -150,13 +153,35 @@ func (c *countedConn) Read(p []byte) (int, error) {
 		c.wrote.Store(false)
 		runtime.Gosched()
 	}
+	if c.pk.idle {
+		c.pk.idle = false
+		if c.pk.p != nil {
+			return c.idleRead(p)
+		}
+	}
+	return c.read(p)
+}
+
+func (c *countedConn) read(p []byte) (int, error) {
 	if c.direct {
 		return c.io.read(p)
 	}
 	return c.Conn.Read(p)
 }
 
+// Close closes the connection, or parks it when its keep-alive wait ran
+// past the park grace (fasthttp closes every connection it is done with).
 func (c *countedConn) Close() error {
+	if c.pk.p != nil {
+		if c.pk.state.CompareAndSwap(connParkPending, connParked) {
+			if c.pk.p.park(c) {
+				return nil
+			}
+		}
+		if c.pk.state.Swap(connServing) == connParked {
+			c.pk.p.forget(c) // closed while parked
+		}
+	}
 	if c.once.CompareAndSwap(false, true) {
 		c.l.open.Add(-1)
 		if c.l.gauge != nil {
