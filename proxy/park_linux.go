@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -35,13 +37,31 @@ type poller struct {
 	gauge  prometheus.Gauge
 	log    *slog.Logger
 
+	trim func()
+
 	mu     sync.Mutex
 	conns  []*countedConn // by descriptor; nil: none parked
 	n      int
 	seq    uint32
 	closed bool
 	done   chan struct{}
+	// lastPark and trimmedAt (poller goroutine) decide when to trim.
+	lastPark int64
+	trimAtN  int
+	lastTrim time.Time
 }
+
+// A burst of connections that went idle leaves their buffers and stacks
+// in free heap the Go runtime keeps until a GC (no allocation happens
+// while they idle, so none comes). Once trimGrowth more connections are
+// parked than at the last trim and parking has been quiet for trimQuiet,
+// the poller calls trim (two GCs, for sync.Pool's victim cache, then
+// returning free pages), at most every trimEvery.
+const (
+	trimGrowth = 1024
+	trimQuiet  = 500 * time.Millisecond
+	trimEvery  = 5 * time.Second
+)
 
 // pollerOptions configure a poller.
 type pollerOptions struct {
@@ -56,6 +76,9 @@ type pollerOptions struct {
 	Resume func(net.Conn)
 	Gauge  prometheus.Gauge // parked connections; nil: none
 	Log    *slog.Logger
+	// Trim returns free memory to the OS after a burst of parks (see
+	// trimGrowth); nil: runtime.GC twice, then debug.FreeOSMemory.
+	Trim func()
 }
 
 // parkSupported: this build can park connections.
@@ -81,8 +104,11 @@ func newPoller(o pollerOptions) (*poller, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Trim == nil {
+		o.Trim = func() { runtime.GC(); debug.FreeOSMemory() }
+	}
 	p := &poller{epfd: epfd, evfd: evfd, grace: o.Grace, tick: tick, resume: o.Resume,
-		gauge: o.Gauge, log: o.Log, done: make(chan struct{})}
+		gauge: o.Gauge, log: o.Log, trim: o.Trim, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
@@ -129,6 +155,7 @@ func (p *poller) park(c *countedConn) bool {
 	p.conns[fd] = c
 	c.pk.fd = int32(fd)
 	p.n++
+	p.lastPark = time.Now().UnixNano()
 	if p.gauge != nil {
 		p.gauge.Inc()
 	}
@@ -185,6 +212,7 @@ func (p *poller) run() {
 		}
 		if now := time.Now(); !now.Before(next) {
 			p.sweep(now.UnixNano())
+			p.maybeTrim(now)
 			next = now.Add(p.tick)
 		}
 	}
@@ -209,6 +237,21 @@ func (p *poller) ready(ev *unix.EpollEvent) {
 		return
 	}
 	p.resume(c.pk.outer)
+}
+
+// maybeTrim trims memory once a burst of parks has settled.
+func (p *poller) maybeTrim(now time.Time) {
+	p.mu.Lock()
+	n, last := p.n, p.lastPark
+	p.mu.Unlock()
+	if n < p.trimAtN {
+		p.trimAtN = n // connections left: count growth from here
+	}
+	if n-p.trimAtN < trimGrowth || now.UnixNano()-last < int64(trimQuiet) || now.Sub(p.lastTrim) < trimEvery {
+		return
+	}
+	p.trimAtN, p.lastTrim = n, now
+	go p.trim() // off the loop: wakes are not held up
 }
 
 // sweep closes the parked connections whose idle deadline has passed.
