@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/holdfast
 
-.PHONY: all build run test deps bench conformance soak docker fuzz clean
+.PHONY: all build run test deps bench bench-idle conformance soak docker fuzz clean
 
 all: build
 
@@ -39,6 +39,11 @@ conformance: deps
 
 bench: build deps
 	./bench/run.sh
+
+## bench-idle: memory per idle keep-alive client connection (RSS growth / N) for holdfast,
+## HAProxy and nginx, each pinned to one core; ROUNDS (5), N ("5000"), INFLIGHT, SETTLE
+bench-idle: build deps
+	./bench/idle.sh
 
 ## soak: SOAK_DURATION (default 10m) of mixed load with faults (backend kills, reloads, a descriptor
 ## flood, a slowloris flood) against the built binary, loopback only; prints failed requests, RSS

@@ -77,6 +77,10 @@ type ListenerTimeouts struct {
 	Write  Duration `yaml:"write"`
 	Idle   Duration `yaml:"idle"`
 	Drain  Duration `yaml:"drain"`
+	// Park (an extension of SPEC.md): how long an idle plain-TCP HTTP
+	// keep-alive connection keeps its goroutine and buffers before it is
+	// parked in epoll with neither; 0 never parks.
+	Park Duration `yaml:"park"`
 }
 
 // Pool is a set of backends and how to spread traffic over them.

@@ -231,6 +231,11 @@ func validate(c *Config, w *walker) {
 		positive(w, p+".timeouts.read", l.Timeouts.Read)
 		positive(w, p+".timeouts.write", l.Timeouts.Write)
 		positive(w, p+".timeouts.idle", l.Timeouts.Idle)
+		if l.Timeouts.Park < 0 {
+			w.errorf(p+".timeouts.park", "must not be negative (0 never parks)")
+		} else if l.Protocol == "tcp" && w.has(p+".timeouts.park") {
+			w.errorf(p+".timeouts.park", "applies to http listeners only")
+		}
 	}
 }
 

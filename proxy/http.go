@@ -32,6 +32,11 @@ type HTTPOptions struct {
 	ReadTimeout   time.Duration
 	WriteTimeout  time.Duration
 	IdleTimeout   time.Duration
+	// Park is how long a plain-TCP keep-alive connection waits for its
+	// next request on a goroutine before it is parked (park.go): held in
+	// an epoll set with no goroutine and no buffer until it is readable.
+	// 0: never parked.
+	Park time.Duration
 	// Policy is the part of the rules a reload replaces in place.
 	Policy    Policy
 	AccessLog bool
@@ -67,6 +72,7 @@ type HTTP struct {
 	log         *slog.Logger
 	tunnels     tunnelSet // upgraded connections (websocket.go)
 	badRequest  prometheus.Counter
+	poller      atomic.Pointer[poller] // parked connections; nil: none
 }
 
 // NewHTTP builds an HTTP listener with its routing table.
@@ -114,7 +120,41 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		CloseOnShutdown:              true,
 		Logger:                       discardLogger{},
 	}
+	if o.Park > 0 && parkSupported {
+		h.srv.ConnState = h.connState
+		// A worker whose connection was parked does not wait long for
+		// another: idle goroutines are what parking gets rid of.
+		h.srv.MaxIdleWorkerDuration = max(o.Park, time.Second)
+	}
 	return h
+}
+
+// connState tells a parkable connection when fasthttp starts and ends its
+// wait for the next request.
+func (h *HTTP) connState(c net.Conn, s fasthttp.ConnState) {
+	if s != fasthttp.StateIdle && s != fasthttp.StateActive {
+		return
+	}
+	if cc := parkable(c); cc != nil {
+		cc.keepAliveWait(s == fasthttp.StateIdle)
+	}
+}
+
+// resume serves a parked connection that became readable.
+func (h *HTTP) resume(c net.Conn) {
+	go func() {
+		if err := h.srv.ServeConn(c); err != nil {
+			h.log.Debug("resumed connection failed", "err", err)
+		}
+	}()
+}
+
+// Parked is the number of connections parked now (no goroutine).
+func (h *HTTP) Parked() int {
+	if p := h.poller.Load(); p != nil {
+		return p.Parked()
+	}
+	return 0
 }
 
 type discardLogger struct{}
@@ -146,8 +186,25 @@ func (h *HTTP) SetPolicy(p Policy) {
 // SetRoutes swaps the routing table (reload).
 func (h *HTTP) SetRoutes(rt *Routes) { h.routes.Store(rt) }
 
-// Serve accepts connections on ln until Shutdown.
-func (h *HTTP) Serve(ln net.Listener) error { return h.srv.Serve(ln) }
+// Serve accepts connections on ln until Shutdown. With Park set, plain
+// TCP keep-alive connections are parked once idle past it.
+func (h *HTTP) Serve(ln net.Listener) error {
+	if h.opts.Park > 0 && parkSupported {
+		var gauge prometheus.Gauge
+		if h.opts.Metrics != nil {
+			gauge = h.opts.Metrics.ListenerIdle.WithLabelValues(h.opts.Name)
+		}
+		p, err := newPoller(pollerOptions{Grace: h.opts.Park, Idle: h.opts.IdleTimeout,
+			Resume: h.resume, Gauge: gauge, Log: h.log})
+		if err != nil {
+			h.log.Warn("idle connections keep their goroutine", "err", err)
+		} else {
+			h.poller.Store(p)
+			ln = &parkListener{Listener: ln, p: p}
+		}
+	}
+	return h.srv.Serve(ln)
+}
 
 // Server exposes the fasthttp server (TLS setup, tests).
 func (h *HTTP) Server() *fasthttp.Server { return h.srv }

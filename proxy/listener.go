@@ -134,6 +134,9 @@ type countedConn struct {
 	// io issues the socket calls directly when direct is set.
 	io     sockIO
 	direct bool
+	// pk is the connection's parking state (park.go); pk.p is nil for a
+	// connection that is never parked (TLS, not a socket, parking off).
+	pk parkState
 }
 
 // Write notes that an answer went out; the client's next request follows it.
@@ -153,6 +156,16 @@ func (c *countedConn) Read(p []byte) (int, error) {
 		c.wrote.Store(false)
 		runtime.Gosched()
 	}
+	if c.pk.idle {
+		c.pk.idle = false
+		if c.pk.p != nil {
+			return c.idleRead(p)
+		}
+	}
+	return c.read(p)
+}
+
+func (c *countedConn) read(p []byte) (int, error) {
 	if c.direct {
 		return c.io.read(p)
 	}
@@ -173,6 +186,9 @@ const (
 // lingerOnClose makes the next Close a lingering one.
 func (c *countedConn) lingerOnClose() { c.linger.Store(true) }
 
+// Close closes the connection, or parks it when its keep-alive wait ran
+// past the park grace (fasthttp closes every connection it is done with),
+// or closes it lingering (lingerOnClose).
 func (c *countedConn) Close() error {
 	if c.linger.CompareAndSwap(true, false) {
 		if tc, ok := c.Conn.(*net.TCPConn); ok && tc.CloseWrite() == nil {
@@ -182,6 +198,16 @@ func (c *countedConn) Close() error {
 				_ = c.Close()
 			}()
 			return nil
+		}
+	}
+	if c.pk.p != nil {
+		if c.pk.state.CompareAndSwap(connParkPending, connParked) {
+			if c.pk.p.park(c) {
+				return nil
+			}
+		}
+		if c.pk.state.Swap(connServing) == connParked {
+			c.pk.p.forget(c) // closed while parked
 		}
 	}
 	if c.once.CompareAndSwap(false, true) {

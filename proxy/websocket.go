@@ -269,10 +269,13 @@ func (h *HTTP) Tunnels() int {
 	return len(h.tunnels.m)
 }
 
-// Shutdown stops the listener: it stops accepting, lets requests in flight
-// and upgraded connections finish until ctx is done, then closes what is
-// left.
+// Shutdown stops the listener: it closes parked connections and stops
+// accepting, lets requests in flight and upgraded connections finish until
+// ctx is done, then closes what is left.
 func (h *HTTP) Shutdown(ctx context.Context) error {
+	if p := h.poller.Load(); p != nil {
+		p.Close() // parked connections: the end of the drain
+	}
 	err := h.srv.ShutdownWithContext(ctx)
 	h.tunnels.drain(ctx)
 	return err
