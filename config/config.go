@@ -127,8 +127,8 @@ type Discovery struct {
 
 // Health configures active checks and flap damping.
 type Health struct {
-	Type         string   `yaml:"type"`
-	Path         string   `yaml:"path"`
+	Type string `yaml:"type"`
+	Path string `yaml:"path"`
 	// Host is the Host header of a check; default: the backend address.
 	Host string `yaml:"host"`
 	// Headers are extra request headers of a check.
@@ -136,15 +136,15 @@ type Health struct {
 	// TLS checks over TLS, with the pool's tls settings.
 	TLS bool `yaml:"tls"`
 	// Port is the port checked; 0: the backend's own.
-	Port         int      `yaml:"port"`
-	ExpectStatus string   `yaml:"expect_status"`
+	Port         int    `yaml:"port"`
+	ExpectStatus string `yaml:"expect_status"`
 	// ExpectBody is a substring the check's body must contain.
-	ExpectBody string `yaml:"expect_body"`
-	Interval     Duration `yaml:"interval"`
-	Timeout      Duration `yaml:"timeout"`
-	Rise         int      `yaml:"rise"`
-	Fall         int      `yaml:"fall"`
-	Flap         Flap     `yaml:"flap"`
+	ExpectBody string   `yaml:"expect_body"`
+	Interval   Duration `yaml:"interval"`
+	Timeout    Duration `yaml:"timeout"`
+	Rise       int      `yaml:"rise"`
+	Fall       int      `yaml:"fall"`
+	Flap       Flap     `yaml:"flap"`
 }
 
 // Flap holds down a backend that crosses healthy/unhealthy too often.
