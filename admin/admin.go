@@ -5,13 +5,16 @@
 package admin
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"html/template"
 	"io"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -32,6 +35,13 @@ type Runtime interface {
 	Status() []balancer.PoolStatus
 	ListenerStatus() []proxy.ListenerStatus
 	Reload() (string, error)
+}
+
+// Operator is what the runtime-control endpoints need: an override
+// applied to one backend, returning once the pool routes by it. Unknown
+// pools and backends are balancer.ErrUnknownPool and ErrUnknownBackend.
+type Operator interface {
+	SetOverride(ctx context.Context, pool, addr, action string, weight int) (balancer.Override, error)
 }
 
 // Settings are the admin endpoints' reloadable settings.
@@ -164,6 +174,17 @@ func (h *Handler) mux(pprofOn bool) *http.ServeMux {
 		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
+	mux.HandleFunc("GET /backends", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(backendsDoc(rt.Status()))
+	})
+	if op, ok := rt.(Operator); ok {
+		mux.HandleFunc("POST /backends/{pool}/{address}/{action}", func(w http.ResponseWriter, r *http.Request) {
+			serveOverride(w, r, op)
+		})
+	}
 	mux.HandleFunc("POST /reload", func(w http.ResponseWriter, _ *http.Request) {
 		sum, err := rt.Reload()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -181,6 +202,66 @@ func (h *Handler) mux(pprofOn bool) *http.ServeMux {
 		_, _ = w.Write([]byte("reloaded: " + sum + "\n"))
 	})
 	return mux
+}
+
+// overrideTimeout bounds the wait for a pool to route by a new override.
+const overrideTimeout = 5 * time.Second
+
+// serveOverride is POST /backends/{pool}/{address}/{drain|disable|enable|weight}.
+func serveOverride(w http.ResponseWriter, r *http.Request, op Operator) {
+	pool, addr, action := r.PathValue("pool"), r.PathValue("address"), r.PathValue("action")
+	weight := 0
+	if action == "weight" {
+		v := r.URL.Query().Get("value")
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			plain(w, http.StatusBadRequest, "weight needs ?value=N (0..1000; 0 drains), got "+strconv.Quote(v)+"\n")
+			return
+		}
+		weight = n
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), overrideTimeout)
+	defer cancel()
+	o, err := op.SetOverride(ctx, pool, addr, action, weight)
+	switch {
+	case errors.Is(err, balancer.ErrUnknownPool), errors.Is(err, balancer.ErrUnknownBackend):
+		plain(w, http.StatusNotFound, err.Error()+"\n")
+		return
+	case err != nil:
+		plain(w, http.StatusBadRequest, err.Error()+"\n")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(struct {
+		Pool     string            `json:"pool"`
+		Address  string            `json:"address"`
+		Action   string            `json:"action"`
+		Override balancer.Override `json:"override"`
+	}{pool, addr, action, o})
+}
+
+// backendEntry is one backend as GET /backends lists it.
+type backendEntry struct {
+	Pool     string             `json:"pool"`
+	Address  string             `json:"address"`
+	State    string             `json:"state"`
+	Routable bool               `json:"routable"`
+	Weight   int                `json:"weight"`
+	Override *balancer.Override `json:"override,omitempty"`
+	Inflight int64              `json:"inflight"`
+	Conns    int64              `json:"connections"`
+	Reason   string             `json:"reason,omitempty"`
+}
+
+func backendsDoc(pools []balancer.PoolStatus) []backendEntry {
+	out := []backendEntry{}
+	for _, p := range pools {
+		for _, b := range p.Backends {
+			out = append(out, backendEntry{Pool: p.Name, Address: b.Address, State: b.State, Routable: b.Routable,
+				Weight: b.Weight, Override: b.Override, Inflight: b.Inflight, Conns: b.Connections, Reason: b.Reason})
+		}
+	}
+	return out
 }
 
 type statusDoc struct {
@@ -203,7 +284,7 @@ var page = template.Must(template.New("status").Parse(`<!doctype html>
 <meta http-equiv="refresh" content="2">
 <style>body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.healthy{background:#d9f7d9}.unhealthy{background:#f9d6d6}
-.held_down{background:#ffe7b3}.ejected{background:#f3d1f5}.draining{background:#e5e5e5}</style></head><body>
+.held_down{background:#ffe7b3}.ejected{background:#f3d1f5}.draining{background:#e5e5e5}.disabled{background:#cfcfcf}</style></head><body>
 <h1>holdfast</h1><p>{{.Time.Format "2006-01-02 15:04:05 MST"}} · ready: <b>{{.Ready}}</b>{{with .NotReady}} ({{.}}){{end}}{{if .Draining}} · <b>draining</b>{{end}}</p>
 <h2>listeners</h2><table><tr><th>listener</th><th>address</th><th>protocol</th><th>conns</th><th>max</th><th>process cap</th><th>accepting</th><th>accept errors</th><th>refused</th></tr>
 {{range .Listeners}}<tr class="{{if .Accepting}}healthy{{else}}unhealthy{{end}}"><td>{{.Name}}</td><td>{{.Address}}</td><td>{{.Protocol}}</td><td>{{.Connections}}</td><td>{{.MaxConnections}}</td><td>{{.ProcessCap}}</td><td>{{if .Accepting}}yes{{else}}<b>paused {{.PausedFor}}</b>: {{.AcceptError}}{{end}}</td><td>{{.AcceptErrors}}</td><td>{{.Refused}}</td></tr>
@@ -211,6 +292,6 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.healthy{background:
 {{range .Pools}}<h2>pool {{.Name}} <small>({{.Balance}}, {{.Routable}}/{{.Total}} routable{{if .Panic}}, PANIC MODE{{end}})</small></h2>
 {{with .Discovery}}<p>discovery: {{.Backends}} backends, last success {{.Age}} ago, last result {{.LastResult}}{{if .Stale}}, <b>serving last good set (stale)</b>{{end}}</p>{{end}}
 <table><tr><th>backend</th><th>prio</th><th>weight</th><th>state</th><th>reason</th><th>transitions</th><th>hold left</th><th>in flight</th><th>conns</th><th>latency</th></tr>
-{{range .Backends}}<tr class="{{.State}}"><td>{{.Address}}</td><td>{{.Priority}}</td><td>{{.Weight}}</td><td>{{.State}}</td><td>{{.Reason}}</td><td>{{.Transitions}}</td><td>{{.HoldRemaining}}</td><td>{{.Inflight}}</td><td>{{.Connections}}</td><td>{{.LatencyEWMA}}</td></tr>
+{{range .Backends}}<tr class="{{.State}}"><td>{{.Address}}</td><td>{{.Priority}}</td><td>{{.Weight}}{{with .Override}}{{if .Weight}} (operator){{end}}{{end}}</td><td>{{.State}}</td><td>{{.Reason}}</td><td>{{.Transitions}}</td><td>{{.HoldRemaining}}</td><td>{{.Inflight}}</td><td>{{.Connections}}</td><td>{{.LatencyEWMA}}</td></tr>
 {{end}}</table>{{end}}</body></html>
 `))

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,6 +63,9 @@ type App struct {
 	listeners map[string]*listenerRT
 	admin     *adminServer
 	connCap   *proxy.ConnCap // client connections of the whole process
+	// overrides are the operator's drain/disable/weight, by pool and
+	// backend: held here, not by a pool, so they survive reloads.
+	overrides *balancer.Overrides
 	nofile    uint64
 
 	started    atomic.Bool
@@ -73,6 +77,7 @@ type App struct {
 type poolRT struct {
 	pool   *balancer.Pool
 	target *proxy.Target
+	tls    *proxy.UpstreamTLS // swapped on reload
 	cfg    config.Pool
 	cancel context.CancelFunc
 }
@@ -101,6 +106,7 @@ func New(cfg *config.Config, o Options) *App {
 		opts: o, log: o.Log, reg: reg, m: metrics.New(reg), cfg: cfg,
 		pools: map[string]*poolRT{}, listeners: map[string]*listenerRT{},
 		connCap: proxy.NewConnCap(0), nofile: o.DescriptorLimit,
+		overrides: balancer.NewOverrides(),
 	}
 	if a.nofile == 0 {
 		a.nofile = descriptorLimit()
@@ -163,6 +169,7 @@ type bound struct {
 func (a *App) apply(cfg *config.Config, first bool) error {
 	// 1. Pool options for every pool.
 	newOpts := map[string]*balancer.Options{}
+	newTLS := map[string]*tls.Config{}
 	var errs *multierror.Error
 	for i := range cfg.Pools {
 		p := &cfg.Pools[i]
@@ -170,12 +177,14 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		if rt, ok := a.pools[p.Name]; ok {
 			obs = &rt.pool.Discovery
 		}
-		o, err := poolOptions(cfg, p, obs, a.log, a.opts.DNSHook)
+		o, tc, err := poolOptions(cfg, p, obs, a.log, a.opts.DNSHook)
 		if err != nil {
 			errs = multierror.Append(errs, err)
 			continue
 		}
+		o.Overrides = a.overrides
 		newOpts[p.Name] = o
+		newTLS[p.Name] = tc
 	}
 	// Trust lists, parsed once per listener (validated before; this only
 	// turns them into prefixes).
@@ -228,6 +237,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		if rt, ok := a.pools[p.Name]; ok {
 			rt.pool.Update(o)
 			rt.target.SetConfig(targetConfig(&p))
+			rt.tls.Set(newTLS[p.Name]) // new connections: re-read certificates
 			if upstreamConfig(&p) != upstreamConfig(&rt.cfg) {
 				// Each backend's client is built once, with its endpoint.
 				a.log.Warn("pool limits, timeouts and send_proxy_protocol keep their old values until restart", "pool", p.Name)
@@ -236,7 +246,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			rt.cfg = p
 			continue
 		}
-		a.pools[p.Name] = a.startPool(p, o)
+		a.pools[p.Name] = a.startPool(p, o, newTLS[p.Name])
 		started = append(started, a.pools[p.Name].pool)
 	}
 	// New pools warm before a listener routes to them: their first set is
@@ -359,8 +369,10 @@ func (a *App) warm(pools []*balancer.Pool) {
 	}
 }
 
-func (a *App) startPool(p config.Pool, o *balancer.Options) *poolRT {
+func (a *App) startPool(p config.Pool, o *balancer.Options, tc *tls.Config) *poolRT {
 	up := upstreamConfig(&p)
+	up.TLS = proxy.NewUpstreamTLS(tc)
+	up.Log = a.log
 	hooks := balancer.Hooks{
 		NewUpstream:   func(ep *balancer.Endpoint) any { return proxy.NewUpstream(ep, up) },
 		CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*proxy.Upstream).Close() },
@@ -372,7 +384,7 @@ func (a *App) startPool(p config.Pool, o *balancer.Options) *poolRT {
 		defer a.wg.Done()
 		pool.Run(ctx)
 	}()
-	return &poolRT{pool: pool, target: proxy.NewTarget(pool, targetConfig(&p), a.m), cfg: p, cancel: cancel}
+	return &poolRT{pool: pool, target: proxy.NewTarget(pool, targetConfig(&p), a.m), tls: up.TLS, cfg: p, cancel: cancel}
 }
 
 func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy.Routes {

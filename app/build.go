@@ -1,6 +1,7 @@
 package app
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -16,7 +17,15 @@ import (
 // poolOptions turns a pool's config into balancer options. resolvers maps
 // resolver names to their config; the "default" resolver falls back to
 // /etc/resolv.conf.
-func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState, log *slog.Logger, dnsHook func(*discovery.DNS)) (*balancer.Options, error) {
+//
+// The pool's tls settings are read from disk here (certificates, CA),
+// at start and on every reload; the client config is returned for the
+// data path.
+func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState, log *slog.Logger, dnsHook func(*discovery.DNS)) (*balancer.Options, *tls.Config, error) {
+	tlsCfg, err := config.LoadUpstreamTLS(p.TLS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("pool %q: tls: %w", p.Name, err)
+	}
 	o := &balancer.Options{
 		Name:           p.Name,
 		Balance:        p.Balance,
@@ -35,18 +44,23 @@ func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState,
 	case "http":
 		ranges, err := config.ParseStatusRanges(p.Health.ExpectStatus)
 		if err != nil {
-			return nil, fmt.Errorf("pool %q: %w", p.Name, err)
+			return nil, nil, fmt.Errorf("pool %q: %w", p.Name, err)
 		}
-		o.Prober = &health.Prober{Checker: health.NewHTTPChecker(p.Health.Path, ranges, ""),
+		hc := health.HTTPCheck{Path: p.Health.Path, Expect: ranges, Host: p.Health.Host,
+			Headers: p.Health.Headers, ExpectBody: p.Health.ExpectBody, Port: p.Health.Port}
+		if p.Health.TLS {
+			hc.TLS = tlsCfg
+		}
+		o.Prober = &health.Prober{Checker: health.NewHTTPCheck(hc),
 			Interval: p.Health.Interval.D(), Timeout: p.Health.Timeout.D(), Jitter: 0.1}
 	case "tcp":
-		o.Prober = &health.Prober{Checker: health.NewTCPChecker(),
+		o.Prober = &health.Prober{Checker: health.NewTCPCheck(p.Health.Port),
 			Interval: p.Health.Interval.D(), Timeout: p.Health.Timeout.D(), Jitter: 0.1}
 	}
 	if d := p.Discovery; d != nil {
 		dc, err := dnsConfig(c, p)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		obs.SetResolver(d.Resolver)
 		dns := discovery.NewDNS(dc, obs, log)
@@ -66,7 +80,7 @@ func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState,
 		o.Source = &discovery.Static{Backends: bs}
 		o.SourceKey = "static|" + strings.Join(keys, ",")
 	}
-	return o, nil
+	return o, tlsCfg, nil
 }
 
 func dnsConfig(c *config.Config, p *config.Pool) (discovery.DNSConfig, error) {
@@ -111,7 +125,8 @@ func upstreamConfig(p *config.Pool) proxy.UpstreamConfig {
 }
 
 func targetConfig(p *config.Pool) *proxy.TargetConfig {
-	tc := &proxy.TargetConfig{Retry: proxy.RetryPolicy{Attempts: p.Retries.Attempts, Budget: float64(p.Retries.Budget)},
+	tc := &proxy.TargetConfig{Retry: proxy.RetryPolicy{Attempts: p.Retries.Attempts, Budget: float64(p.Retries.Budget),
+		PerTryTimeout: p.Retries.PerTryTimeout.D()},
 		BufferBody: int(p.Retries.BufferBody)}
 	for _, on := range p.Retries.On {
 		switch on {
@@ -119,6 +134,10 @@ func targetConfig(p *config.Pool) *proxy.TargetConfig {
 			tc.Retry.OnConnectFailure = true
 		case "reset":
 			tc.Retry.OnReset = true
+		default:
+			if code, ok := config.RetryStatus(on); ok {
+				tc.Retry.OnStatus = append(tc.Retry.OnStatus, code)
+			}
 		}
 	}
 	if p.Balance == "consistent_hash" {

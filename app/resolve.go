@@ -45,7 +45,7 @@ func Resolve(ctx context.Context, cfg *config.Config, log *slog.Logger) []PoolRe
 
 func resolvePool(ctx context.Context, cfg *config.Config, p *config.Pool, log *slog.Logger) PoolReport {
 	r := PoolReport{Pool: p.Name, Source: "static"}
-	o, err := poolOptions(cfg, p, &balancer.DiscoveryState{}, log, nil)
+	o, _, err := poolOptions(cfg, p, &balancer.DiscoveryState{}, log, nil)
 	if err != nil {
 		r.Err = err
 		return r

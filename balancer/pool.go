@@ -29,6 +29,10 @@ type Options struct {
 	// SourceKey identifies Source: when a reload brings the same key, the
 	// running source is kept (its last good set and timers with it).
 	SourceKey string
+	// Overrides are the operator's overrides (drain, disable, weight),
+	// read on every rebuild; nil: none. The process owns them, so they
+	// outlive reloads.
+	Overrides *Overrides
 }
 
 // Hooks attach the data path's per-backend client to endpoints.
@@ -70,6 +74,7 @@ type Pool struct {
 	checks  chan checkMsg
 	ejects  chan *Endpoint
 	updates chan *Options
+	pokes   chan chan struct{} // Refresh: rebuild, then close the channel
 	done    chan struct{}
 
 	// Owned by run.
@@ -89,6 +94,7 @@ type entry struct {
 	state       health.State
 	transitions int
 	draining    bool
+	ov          Override // the operator's, as of the last rebuild
 }
 
 type setMsg struct {
@@ -113,6 +119,7 @@ func NewPool(o *Options, hooks Hooks, m *metrics.Metrics, log *slog.Logger) *Poo
 		checks:  make(chan checkMsg, 64),
 		ejects:  make(chan *Endpoint, 64),
 		updates: make(chan *Options, 1),
+		pokes:   make(chan chan struct{}),
 		done:    make(chan struct{}),
 		entries: map[string]*entry{},
 	}
@@ -163,9 +170,13 @@ func (p *Pool) Run(ctx context.Context) {
 	p.startSource(p.opts.Load())
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
+	var waiters []chan struct{}
 	for {
 		dirty := false
 		select {
+		case w := <-p.pokes:
+			waiters = append(waiters, w)
+			dirty = true
 		case <-ctx.Done():
 			if p.stopSrc != nil {
 				p.stopSrc()
@@ -211,6 +222,10 @@ func (p *Pool) Run(ctx context.Context) {
 		if dirty {
 			p.rebuild()
 		}
+		for _, w := range waiters {
+			close(w)
+		}
+		waiters = waiters[:0]
 		timer.Reset(p.nextWake(now))
 	}
 }
@@ -459,7 +474,10 @@ func (p *Pool) rebuild() {
 	now := p.now()
 	var live []*entry
 	for _, e := range p.entries {
-		if !e.draining {
+		e.ov = o.Overrides.Get(p.name, e.ep.Addr)
+		// Drained or disabled by the operator: out of every group, panic
+		// mode included; in-flight requests finish on their own.
+		if !e.draining && !e.ov.Drain && !e.ov.Disable {
 			live = append(live, e)
 		}
 		p.noteState(e)
@@ -517,9 +535,13 @@ func (p *Pool) rebuild() {
 	}
 	ms := make([]member, 0, len(chosen))
 	for _, e := range chosen {
-		w := float64(e.backend.Weight)
+		weight := e.backend.Weight
+		if e.ov.Weight > 0 {
+			weight = e.ov.Weight
+		}
+		w := float64(weight)
 		if o.SlowStart > 0 && !e.upSince.IsZero() {
-			w = health.SlowStartWeight(e.backend.Weight, e.upSince, now, o.SlowStart)
+			w = health.SlowStartWeight(weight, e.upSince, now, o.SlowStart)
 		}
 		ms = append(ms, member{ep: e.ep, weight: w})
 	}
@@ -554,7 +576,7 @@ func (p *Pool) refreshStatus() {
 
 // noteState logs and records a state change once, at the transition.
 func (p *Pool) noteState(e *entry) {
-	st := e.tr.State()
+	st := e.visibleState()
 	if tr := e.tr.Transitions(); tr != e.transitions {
 		if p.m != nil {
 			p.m.BackendTrans.WithLabelValues(p.name, e.ep.Addr).Add(float64(tr - e.transitions))
@@ -575,10 +597,37 @@ func (p *Pool) noteState(e *entry) {
 	p.log.Info("backend state", "backend", e.ep.Addr, "from", prev.String(), "to", st.String(), "reason", e.tr.Reason())
 }
 
+// visibleState is the backend's state with the operator's override over
+// the tracker's: disabled, then draining, win.
+func (e *entry) visibleState() health.State {
+	switch {
+	case e.draining:
+		return health.Draining
+	case e.ov.Disable:
+		return health.Disabled
+	case e.ov.Drain:
+		return health.Draining
+	}
+	return e.tr.State()
+}
+
+// routable reports whether the backend may be picked outside panic mode.
+func (e *entry) routable() bool {
+	return e.tr.Routable() && !e.draining && !e.ov.Drain && !e.ov.Disable
+}
+
 func (p *Pool) setStateGauges(e *entry, st health.State) {
 	up := 0.0
-	if e.tr.Routable() {
+	if e.routable() {
 		up = 1
+	}
+	for _, name := range overrideNames {
+		v := 0.0
+		switch {
+		case name == "drain" && e.ov.Drain, name == "disable" && e.ov.Disable, name == "weight" && e.ov.Weight > 0:
+			v = 1
+		}
+		p.m.BackendOverride.WithLabelValues(p.name, e.ep.Addr, name).Set(v)
 	}
 	p.m.BackendUp.WithLabelValues(p.name, e.ep.Addr).Set(up)
 	for _, s := range health.AllStates {

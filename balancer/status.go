@@ -24,6 +24,9 @@ type BackendStatus struct {
 	Connections         int64     `json:"connections"`
 	ConsecutiveFailures int       `json:"consecutive_failures"`
 	LatencyEWMA         string    `json:"latency_ewma,omitempty"`
+	// Override is the operator's, when one is in force; Weight is then
+	// the effective weight.
+	Override *Override `json:"override,omitempty"`
 }
 
 // PoolStatus is a pool as the status page shows it.
@@ -49,15 +52,28 @@ type DiscoveryView struct {
 func (p *Pool) statusOf(now time.Time) []BackendStatus {
 	out := make([]BackendStatus, 0, len(p.entries))
 	for _, e := range p.entries {
-		st := e.tr.State()
+		st := e.visibleState()
 		bs := BackendStatus{
 			Address:     e.ep.Addr,
 			Weight:      e.backend.Weight,
 			Priority:    e.backend.Priority,
 			State:       st.String(),
-			Routable:    e.tr.Routable() && !e.draining,
+			Routable:    e.routable(),
 			Reason:      e.tr.Reason(),
 			Transitions: e.tr.Transitions(),
+		}
+		if !e.ov.IsZero() {
+			ov := e.ov
+			bs.Override = &ov
+			if ov.Weight > 0 {
+				bs.Weight = ov.Weight
+			}
+			switch {
+			case ov.Disable:
+				bs.Reason = "disabled by the operator"
+			case ov.Drain:
+				bs.Reason = "drained by the operator"
+			}
 		}
 		if h := e.tr.HoldRemaining(now); h > 0 {
 			bs.HoldUntil = now.Add(h)
@@ -86,13 +102,12 @@ func (p *Pool) Status() PoolStatus {
 		Routable: s.routable, Total: s.total, Panic: s.panic,
 		Backends: slices.Clone(s.status),
 	}
-	eps := map[string]*Endpoint{}
-	collect := func(pk Picker) {
-		for _, e := range endpointsOf(pk) {
-			eps[e.Addr] = e
-		}
+	// Every endpoint of the snapshot, drained and ejected ones too: their
+	// in-flight requests and connections are what an operator waits on.
+	eps := make(map[string]*Endpoint, len(s.all))
+	for _, e := range s.all {
+		eps[e.Addr] = e
 	}
-	collect(s.picker)
 	for i := range ps.Backends {
 		b := &ps.Backends[i]
 		if !b.HoldUntil.IsZero() && b.HoldUntil.After(now) {

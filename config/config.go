@@ -95,9 +95,25 @@ type Pool struct {
 	PanicThreshold    Percent       `yaml:"panic_threshold"`
 	SlowStart         Duration      `yaml:"slow_start"`
 	SendProxyProtocol string        `yaml:"send_proxy_protocol"`
+	TLS               UpstreamTLS   `yaml:"tls"`
 	Retries           Retries       `yaml:"retries"`
 	Limits            Limits        `yaml:"limits"`
 	Timeouts          PoolTimeouts  `yaml:"timeouts"`
+}
+
+// UpstreamTLS is how a pool reaches its backends over TLS (off unless
+// Enabled). Certificates are read at start and on every reload.
+type UpstreamTLS struct {
+	Enabled bool `yaml:"enabled"`
+	// ServerName is sent as SNI and verified; default: the backend's host.
+	ServerName string `yaml:"server_name"`
+	// CAFile holds the PEM roots the backends are verified against;
+	// default: the system roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the client certificate (mTLS).
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
 }
 
 // Discovery finds a pool's backends in DNS.
@@ -115,14 +131,24 @@ type Discovery struct {
 
 // Health configures active checks and flap damping.
 type Health struct {
-	Type         string   `yaml:"type"`
-	Path         string   `yaml:"path"`
-	ExpectStatus string   `yaml:"expect_status"`
-	Interval     Duration `yaml:"interval"`
-	Timeout      Duration `yaml:"timeout"`
-	Rise         int      `yaml:"rise"`
-	Fall         int      `yaml:"fall"`
-	Flap         Flap     `yaml:"flap"`
+	Type string `yaml:"type"`
+	Path string `yaml:"path"`
+	// Host is the Host header of a check; default: the backend address.
+	Host string `yaml:"host"`
+	// Headers are extra request headers of a check.
+	Headers map[string]string `yaml:"headers"`
+	// TLS checks over TLS, with the pool's tls settings.
+	TLS bool `yaml:"tls"`
+	// Port is the port checked; 0: the backend's own.
+	Port         int    `yaml:"port"`
+	ExpectStatus string `yaml:"expect_status"`
+	// ExpectBody is a substring the check's body must contain.
+	ExpectBody string   `yaml:"expect_body"`
+	Interval   Duration `yaml:"interval"`
+	Timeout    Duration `yaml:"timeout"`
+	Rise       int      `yaml:"rise"`
+	Fall       int      `yaml:"fall"`
+	Flap       Flap     `yaml:"flap"`
 }
 
 // Flap holds down a backend that crosses healthy/unhealthy too often.

@@ -87,7 +87,12 @@ func applyDefaults(c *Config, w *walker) {
 		}
 		h := &pl.Health
 		hp := p + ".health"
-		setStr(w, hp+".type", &h.Type, "http")
+		// A tcp listener's backends need not speak HTTP at all.
+		htype := "http"
+		if usedOnlyByTCP(c, pl.Name) {
+			htype = "tcp"
+		}
+		setStr(w, hp+".type", &h.Type, htype)
 		setStr(w, hp+".path", &h.Path, "/healthz")
 		setStr(w, hp+".expect_status", &h.ExpectStatus, "200-399")
 		setDur(w, hp+".interval", &h.Interval, 2*time.Second)

@@ -241,6 +241,18 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.lines[p] = k.Line
 			w.walk(v, f.Type, p)
 		}
+	case reflect.Map:
+		// Free-form keys (health.headers): each value is checked.
+		if n.Kind != yaml.MappingNode {
+			w.add(path, n.Line, "want a mapping")
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			p := join(path, k.Value)
+			w.lines[p] = k.Line
+			w.walk(v, t.Elem(), p)
+		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			w.add(path, n.Line, "want a list")

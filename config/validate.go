@@ -312,9 +312,29 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 		if _, err := ParseStatusRanges(h.ExpectStatus); err != nil {
 			w.errorf(hp+".expect_status", "%v", err)
 		}
+		if h.Host != "" && strings.ContainsAny(h.Host, " \t\r\n/") {
+			w.errorf(hp+".host", "bad Host %q", h.Host)
+		}
+		for k, v := range h.Headers {
+			if k == "" || strings.ContainsAny(k, " \t\r\n:") || strings.ContainsAny(v, "\r\n") {
+				w.errorf(hp+".headers", "bad header %q", k)
+			}
+		}
 	case "tcp", "none":
+		switch {
+		case h.Host != "", len(h.Headers) > 0, h.ExpectBody != "":
+			w.errorf(hp, "host, headers and expect_body apply to type http only")
+		case h.TLS && h.Type == "tcp":
+			w.errorf(hp+".tls", "applies to type http only")
+		}
 	default:
 		w.errorf(hp+".type", "unknown health type %q (want http, tcp or none)", h.Type)
+	}
+	if h.Port < 0 || h.Port > 65535 {
+		w.errorf(hp+".port", "out of range (want 0..65535, 0: the backend's port)")
+	}
+	if h.TLS && !pl.TLS.Enabled {
+		w.errorf(hp+".tls", "needs the pool's tls.enabled: the check uses the pool's tls settings")
 	}
 	positive(w, hp+".interval", h.Interval)
 	positive(w, hp+".timeout", h.Timeout)
@@ -357,9 +377,15 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 	}
 	for j, r := range pl.Retries.On {
 		if !retryReasons[r] {
-			w.errorf(fmt.Sprintf("%s.retries.on[%d]", p, j), "unknown retry reason %q (want connect_failure or reset)", r)
+			if _, ok := RetryStatus(r); !ok {
+				w.errorf(fmt.Sprintf("%s.retries.on[%d]", p, j), "unknown retry reason %q (want connect_failure, reset or a 5xx status code such as \"503\")", r)
+			}
 		}
 	}
+	if pl.Retries.PerTryTimeout > 0 && pl.Retries.PerTryTimeout > pl.Timeouts.Response && pl.Timeouts.Response > 0 {
+		w.errorf(p+".retries.per_try_timeout", "must not exceed timeouts.response")
+	}
+	validateUpstreamTLS(w, p+".tls", pl.TLS)
 	if pl.Retries.BufferBody > 64<<20 {
 		w.errorf(p+".retries.buffer_body", "must be at most 64MiB (it is kept in memory per request)")
 	}
@@ -399,4 +425,29 @@ func Warnings(c *Config) []string {
 		}
 	}
 	return out
+}
+
+// RetryStatus parses a retries.on entry that is a status code ("503"):
+// only 5xx answers are retried, never a 4xx the client earned.
+func RetryStatus(s string) (int, bool) {
+	n, err := strconv.Atoi(s)
+	if err != nil || len(s) != 3 || n < 500 || n > 599 {
+		return 0, false
+	}
+	return n, true
+}
+
+func validateUpstreamTLS(w *walker, p string, t UpstreamTLS) {
+	if !t.Enabled {
+		if t.ServerName != "" || t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" || t.InsecureSkipVerify {
+			w.errorf(p+".enabled", "tls settings are given but tls.enabled is false")
+		}
+		return
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		w.errorf(p, "cert_file and key_file are both needed for a client certificate")
+	}
+	if _, err := LoadUpstreamTLS(t); err != nil {
+		w.errorf(p, "%v", err)
+	}
 }

@@ -19,12 +19,16 @@ const (
 	HeldDown
 	// Ejected: live traffic failed it; it sits out for the ejection time.
 	Ejected
-	// Draining: removed from discovery; terminal.
+	// Draining: removed from discovery (terminal), or drained by the
+	// operator (the balancer's override; never a Tracker state then).
 	Draining
+	// Disabled: taken out of service by the operator (the balancer's
+	// override; never a Tracker state).
+	Disabled
 )
 
 // AllStates lists every State, in order, for the holdfast_backend_state gauge.
-var AllStates = []State{Healthy, Unhealthy, HeldDown, Ejected, Draining}
+var AllStates = []State{Healthy, Unhealthy, HeldDown, Ejected, Draining, Disabled}
 
 // String returns the SPEC metric label value: "healthy", "unhealthy",
 // "held_down", "ejected" or "draining".
@@ -40,6 +44,8 @@ func (s State) String() string {
 		return "ejected"
 	case Draining:
 		return "draining"
+	case Disabled:
+		return "disabled"
 	}
 	return "state(" + strconv.Itoa(int(s)) + ")"
 }

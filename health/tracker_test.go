@@ -498,7 +498,7 @@ func TestTrackerSetPolicyKeepsState(t *testing.T) {
 }
 
 func TestStateString(t *testing.T) {
-	want := []string{"healthy", "unhealthy", "held_down", "ejected", "draining"}
+	want := []string{"healthy", "unhealthy", "held_down", "ejected", "draining", "disabled"}
 	if len(AllStates) != len(want) {
 		t.Fatalf("AllStates has %d states", len(AllStates))
 	}

@@ -16,6 +16,7 @@ type Metrics struct {
 	RequestDuration   *prometheus.HistogramVec
 	BackendUp         *prometheus.GaugeVec
 	BackendState      *prometheus.GaugeVec
+	BackendOverride   *prometheus.GaugeVec
 	BackendRequests   *prometheus.CounterVec
 	BackendInflight   *prometheus.GaugeVec
 	BackendConns      *prometheus.GaugeVec
@@ -72,6 +73,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "1 when the backend is routable, 0 when not."}, []string{"pool", "backend"}),
 		BackendState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_state",
 			Help: "1 for the backend's current state."}, []string{"pool", "backend", "state"}),
+		BackendOverride: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_override",
+			Help: "1 for each operator override in force on the backend (drain, disable, weight)."}, []string{"pool", "backend", "override"}),
 		BackendRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "backend_requests_total",
 			Help: "Upstream attempts, by backend and status class."}, []string{"pool", "backend", "code"}),
 		BackendInflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "backend_inflight",
@@ -108,7 +111,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Failed accepts (EMFILE, ENFILE, ENOBUFS, ...), by reason; the listener pauses and resumes."}, []string{"listener", "reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendRequests,
+		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendOverride, m.BackendRequests,
 			&syncedGauge{vec: m.BackendInflight, sync: &m.inflightSource}, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
 			m.DiscoveryLookups, m.DiscoveryQueries, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
 			m.Reloads, m.ReloadFailures, m.ListenerConns, m.ListenerIdle, m.ListenerRejected, m.ListenerAcceptErr)
@@ -166,6 +169,7 @@ func (m *Metrics) ForgetBackend(pool, backend string) {
 	l := prometheus.Labels{"pool": pool, "backend": backend}
 	m.BackendUp.DeletePartialMatch(l)
 	m.BackendState.DeletePartialMatch(l)
+	m.BackendOverride.DeletePartialMatch(l)
 	m.BackendRequests.DeletePartialMatch(l)
 	m.BackendInflight.DeletePartialMatch(l)
 	m.BackendConns.DeletePartialMatch(l)

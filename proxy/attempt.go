@@ -22,21 +22,24 @@ import (
 type stage uint8
 
 const (
-	stageOK        stage = iota // the backend answered (or, for TCP, accepted)
-	stageNoBackend              // no routable backend: 503
-	stageConnect                // no byte left holdfast: safe to retry any request
-	stageQueue                  // every connection busy past queue_timeout: 503, nobody's fault
-	stageLocal                  // holdfast itself ran out of something (descriptors, ports): 503, not the backend's fault
-	stageClient                 // the client failed (its body ended early, stalled or was malformed): not the backend's fault
-	stageWrite                  // sending failed before the backend could have the whole request
-	stageRead                   // no complete response header arrived
-	stageTimeout                // the backend was too slow: 504
+	stageOK         stage = iota // the backend answered (or, for TCP, accepted)
+	stageNoBackend               // no routable backend: 503
+	stageConnect                 // no byte left holdfast: safe to retry any request
+	stageQueue                   // every connection busy past queue_timeout: 503, nobody's fault
+	stageLocal                   // holdfast itself ran out of something (descriptors, ports): 503, not the backend's fault
+	stageClient                  // the client failed (its body ended early, stalled or was malformed): not the backend's fault
+	stageWrite                   // sending failed before the backend could have the whole request
+	stageRead                    // no complete response header arrived
+	stageTimeout                 // the backend was too slow: 504
+	stageTryTimeout              // the attempt outlived per_try_timeout before its response head: 504 unless retried
 )
 
 // retry reasons, as a bit set for the access log.
 const (
 	retriedConnect uint8 = 1 << iota
 	retriedReset
+	retriedStatus
+	retriedTryTimeout
 )
 
 // attemptReq is what the loop needs to know about the request itself.
@@ -46,10 +49,21 @@ type attemptReq struct {
 	// hold keeps a successful attempt's endpoint begun: the caller ends it
 	// when the connection ends (TCP, upgrades).
 	hold bool
+	// resp holds an HTTP attempt's response: reset (its streamed body
+	// closed, its connection given back or closed) when a status retry
+	// drops it. nil: no retry on status.
+	resp *fasthttp.Response
 }
 
 // resendable says whether the whole request can go out again.
 func (r *attemptReq) resendable() bool { return r.body == nil || r.body.resendable() }
+
+// replayable says whether a request a backend answered may be sent to
+// another: idempotent, or with its whole body kept (buffer_body), and in
+// either case whole.
+func (r *attemptReq) replayable() bool {
+	return r.resendable() && (r.idempotent || r.body != nil)
+}
 
 // outcome is what the loop ended with.
 type outcome struct {
@@ -58,7 +72,9 @@ type outcome struct {
 	status   int // the backend's status, for stageOK over HTTP
 	attempts int
 	retried  uint8
-	elapsed  time.Duration // since start, at the end of the last attempt
+	// retryStatus is the last status retried on (retriedStatus).
+	retryStatus int
+	elapsed     time.Duration // since start, at the end of the last attempt
 }
 
 // tryFunc runs one attempt on ep and says how far it got; for HTTP it
@@ -105,7 +121,18 @@ func (t *Target) run(cfg *TargetConfig, hash uint64, start time.Time, r attemptR
 				}
 				s.ByClass[metrics.ClassIndex(status)].Inc()
 			}
-			return o
+			if status < 500 || r.resp == nil || !cfg.Retry.onStatus(status) || attempt >= cfg.Retry.Attempts ||
+				!r.replayable() || !t.withdraw() {
+				return o
+			}
+			// The answer is dropped: its body closed, its connection back.
+			r.resp.Reset()
+			o.retried |= retriedStatus
+			o.retryStatus = status
+			t.countStatusRetry(status)
+			tried = appendTried(tried, ep)
+			picker = t.Pool.Picker()
+			continue
 		case stageQueue, stageLocal, stageClient:
 			return o // nobody's fault but the client's or holdfast's own
 		}
@@ -116,25 +143,37 @@ func (t *Target) run(cfg *TargetConfig, hash uint64, start time.Time, r attemptR
 		if st == stageTimeout || attempt >= cfg.Retry.Attempts || !retriable(cfg, st, &r) || !t.withdraw() {
 			return o
 		}
-		if st == stageConnect {
+		switch st {
+		case stageConnect:
 			o.retried |= retriedConnect
 			if t.retryConnect != nil {
 				t.retryConnect.Inc()
 			}
-		} else {
+		case stageTryTimeout:
+			o.retried |= retriedTryTimeout
+			if t.retryTimeout != nil {
+				t.retryTimeout.Inc()
+			}
+		default:
 			o.retried |= retriedReset
 			if t.retryReset != nil {
 				t.retryReset.Inc()
 			}
 		}
-		if tried == nil {
-			tried = make([]*balancer.Endpoint, 0, 4)
-		}
-		if len(tried) < cap(tried) {
-			tried = append(tried, ep)
-		}
+		tried = appendTried(tried, ep)
 		picker = t.Pool.Picker()
 	}
+}
+
+// appendTried notes ep as tried, up to four endpoints.
+func appendTried(tried []*balancer.Endpoint, ep *balancer.Endpoint) []*balancer.Endpoint {
+	if tried == nil {
+		tried = make([]*balancer.Endpoint, 0, 4)
+	}
+	if len(tried) < cap(tried) {
+		tried = append(tried, ep)
+	}
+	return tried
 }
 
 // retriable says whether a failed attempt may go to another backend: a
@@ -149,6 +188,9 @@ func retriable(cfg *TargetConfig, st stage, r *attemptReq) bool {
 		return cfg.Retry.OnConnectFailure && r.resendable()
 	case stageRead:
 		return cfg.Retry.OnReset && r.idempotent && r.resendable()
+	case stageTryTimeout:
+		// per_try_timeout is the operator's say-so for slow tries.
+		return r.idempotent && r.resendable()
 	}
 	return false
 }
@@ -183,6 +225,12 @@ func fail(s stage, err error) error {
 		return &attemptError{stageTimeout, err}
 	}
 	return &attemptError{s, err}
+}
+
+// isTimeout reports a deadline that passed.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, fasthttp.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // localExhaustion reports an error that is holdfast's own lack of a

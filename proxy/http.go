@@ -458,6 +458,12 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 	if x.out.retried&retriedReset != 0 {
 		reasons = append(reasons, "reset")
 	}
+	if x.out.retried&retriedStatus != 0 {
+		reasons = append(reasons, "status_"+strconv.Itoa(x.out.retryStatus))
+	}
+	if x.out.retried&retriedTryTimeout != 0 {
+		reasons = append(reasons, "per_try_timeout")
+	}
 	tlsv := ""
 	if ctx.IsTLS() {
 		tlsv = "tls"
@@ -507,7 +513,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	if cfg.HashKind != HashNone {
 		hash = requestHash(ctx, cfg)
 	}
-	ar := attemptReq{idempotent: isIdempotent(req)}
+	ar := attemptReq{idempotent: isIdempotent(req), resp: resp}
 	if pb != nil {
 		ar.body = &body
 	}
@@ -519,7 +525,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		start = time.Now()
 	}
 	x.out = t.run(cfg, hash, start, ar, func(ep *balancer.Endpoint) (stage, int) {
-		err := ep.Upstream.(*Upstream).roundTrip(req, resp, ar.body, client, writeIdle)
+		err := ep.Upstream.(*Upstream).roundTrip(req, resp, ar.body, client, writeIdle, cfg.Retry.PerTryTimeout)
 		if err != nil {
 			resp.Reset()
 			return stageOf(err), 0
@@ -556,7 +562,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		x.flags |= flagLocalExhaustion
 		x.status = fasthttp.StatusServiceUnavailable
 		plainBytes(ctx, x.status, t.msg503)
-	case stageTimeout:
+	case stageTimeout, stageTryTimeout:
 		x.flags |= flagUpstreamTimeout
 		x.status = fasthttp.StatusGatewayTimeout
 		plainBytes(ctx, x.status, t.msg504)

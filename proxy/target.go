@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -19,6 +21,23 @@ type RetryPolicy struct {
 	OnConnectFailure bool
 	// OnReset retries idempotent requests reset before a response began.
 	OnReset bool
+	// OnStatus are the backend statuses (5xx) whose answer is dropped and
+	// the request tried on another backend, when it can be replayed.
+	OnStatus []int
+	// PerTryTimeout bounds each attempt until its response head (0: only
+	// the pool's response timeout); an idempotent request whose try
+	// timed out is tried on another backend.
+	PerTryTimeout time.Duration
+}
+
+// onStatus reports whether status is one to retry on.
+func (p *RetryPolicy) onStatus(status int) bool {
+	for _, s := range p.OnStatus {
+		if s == status {
+			return true
+		}
+	}
+	return false
 }
 
 // HashKind says where consistent_hash takes its key.
@@ -54,7 +73,8 @@ type Target struct {
 	// Budget×1000, each retry withdraws 1000.
 	tokens atomic.Int64
 
-	retryConnect, retryReset prometheus.Counter
+	retryConnect, retryReset, retryTimeout prometheus.Counter
+	retries                                *prometheus.CounterVec // by reason, for status codes
 
 	msg503, msg502, msg504, msg413 []byte
 }
@@ -78,6 +98,8 @@ func NewTarget(pool *balancer.Pool, cfg *TargetConfig, m *metrics.Metrics) *Targ
 	if m != nil {
 		t.retryConnect = m.Retries.WithLabelValues(pool.Name(), "connect_failure")
 		t.retryReset = m.Retries.WithLabelValues(pool.Name(), "reset")
+		t.retryTimeout = m.Retries.WithLabelValues(pool.Name(), "per_try_timeout")
+		t.retries = m.Retries
 	}
 	return t
 }
@@ -100,4 +122,12 @@ func (t *Target) withdraw() bool {
 		return false
 	}
 	return true
+}
+
+// countStatusRetry counts a retry on a backend's status as
+// reason="status_503" (the codes come from the config: bounded).
+func (t *Target) countStatusRetry(status int) {
+	if t.retries != nil {
+		t.retries.WithLabelValues(t.Name, "status_"+strconv.Itoa(status)).Inc()
+	}
 }

@@ -4,8 +4,10 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -35,7 +37,49 @@ type UpstreamConfig struct {
 	// SendProxy is "", "v1" or "v2": a PROXY header announcing the client
 	// is written on each new connection.
 	SendProxy string
+	// TLS, when set, holds the pool's client TLS settings: every new
+	// connection is TLS when it holds a config.
+	TLS *UpstreamTLS
+	// Log receives handshake failures; nil: slog.Default().
+	Log *slog.Logger
 }
+
+// UpstreamTLS is a pool's client TLS settings, shared by the clients of
+// all its backends and swapped whole on reload (certificates re-read):
+// connections made from then on use the new settings. Safe for
+// concurrent use.
+type UpstreamTLS struct {
+	cfg atomic.Pointer[tls.Config]
+}
+
+// NewUpstreamTLS holds c; nil means plain TCP.
+func NewUpstreamTLS(c *tls.Config) *UpstreamTLS {
+	t := &UpstreamTLS{}
+	t.Set(c)
+	return t
+}
+
+// Set replaces the settings (nil: plain TCP from now on).
+func (t *UpstreamTLS) Set(c *tls.Config) { t.cfg.Store(c) }
+
+// Config returns the current settings, nil when TLS is off.
+func (t *UpstreamTLS) Config() *tls.Config {
+	if t == nil {
+		return nil
+	}
+	return t.cfg.Load()
+}
+
+// TLSError is an upstream TLS handshake that failed: a certificate that
+// does not verify, a name that does not match, a refused client
+// certificate. It is a connect failure: no request byte was sent.
+type TLSError struct {
+	Backend string
+	Err     error
+}
+
+func (e *TLSError) Error() string { return "tls handshake with " + e.Backend + ": " + e.Err.Error() }
+func (e *TLSError) Unwrap() error { return e.Err }
 
 // Upstream is the per-backend HTTP client attached to a balancer.Endpoint.
 // Safe for concurrent use.
@@ -47,11 +91,20 @@ type Upstream struct {
 	slots  chan struct{} // one per open connection, up to MaxConns; nil: unlimited
 	// dialFn replaces net.DialTimeout (tests inject failures).
 	dialFn func(addr string, timeout time.Duration) (net.Conn, error)
+	// sessions resumes TLS sessions with this backend.
+	sessions tls.ClientSessionCache
+	log      *slog.Logger
 }
 
 // NewUpstream builds the client for ep.
 func NewUpstream(ep *balancer.Endpoint, cfg UpstreamConfig) *Upstream {
-	u := &Upstream{ep: ep, cfg: cfg}
+	u := &Upstream{ep: ep, cfg: cfg, log: cfg.Log}
+	if u.log == nil {
+		u.log = slog.Default()
+	}
+	if cfg.TLS != nil {
+		u.sessions = tls.NewLRUClientSessionCache(8)
+	}
 	if cfg.MaxConns > 0 {
 		u.slots = make(chan struct{}, cfg.MaxConns)
 	}
@@ -85,6 +138,8 @@ func (u *Upstream) Conns() int { return u.hc.ConnsCount() }
 // upConn counts itself on the endpoint while open.
 type upConn struct {
 	net.Conn
+	// raw is the TCP connection: Conn itself, or the one under TLS.
+	raw   net.Conn
 	ep    *balancer.Endpoint
 	u     *Upstream
 	used  bool
@@ -146,7 +201,7 @@ func (c *upConn) Read(p []byte) (int, error) {
 // race the peek before reuse cannot close: the backend dies between the
 // peek and the write.
 func (c *upConn) unacked() bool {
-	acked, ok := bytesAcked(c.Conn)
+	acked, ok := bytesAcked(c.raw)
 	return ok && acked-c.acked0 < c.sent
 }
 
@@ -185,6 +240,13 @@ func (c *upConn) extendDeadline(d time.Duration) error {
 		return nil
 	}
 	c.deadline = now + d
+	return c.Conn.SetDeadline(c.born.Add(c.deadline))
+}
+
+// setDeadline sets the deadline d from now, whatever is left of the
+// current one (per_try_timeout).
+func (c *upConn) setDeadline(d time.Duration) error {
+	c.deadline = time.Since(c.born) + d
 	return c.Conn.SetDeadline(c.born.Add(c.deadline))
 }
 
@@ -271,21 +333,54 @@ func (u *Upstream) dial(addr string, timeout time.Duration) (net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
+	raw := c
+	if tc := u.cfg.TLS.Config(); tc != nil {
+		if c, err = u.handshake(c, tc, addr, timeout); err != nil {
+			_ = raw.Close()
+			u.releaseSlot()
+			return nil, &dialError{err}
+		}
+	}
 	u.ep.ConnOpened()
 	if s := u.ep.Stats; s != nil {
 		s.Conns.Inc()
 	}
-	uc := &upConn{Conn: c, ep: u.ep, u: u, born: time.Now()}
+	uc := &upConn{Conn: c, raw: raw, ep: u.ep, u: u, born: time.Now()}
+	// TLS records are not the request's bytes: no direct syscalls (a
+	// peek would also take a session ticket for bytes nobody asked for).
 	uc.direct = uc.io.init(c)
-	uc.acked0, _ = bytesAcked(c)
+	uc.acked0, _ = bytesAcked(raw)
 	return uc, nil
+}
+
+// handshake runs the TLS client handshake on c within the connect
+// timeout. The name verified (and sent as SNI) is the configured
+// server_name, else the backend's host.
+func (u *Upstream) handshake(c net.Conn, base *tls.Config, addr string, timeout time.Duration) (net.Conn, error) {
+	cfg := base.Clone()
+	if cfg.ServerName == "" {
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			cfg.ServerName = host
+		}
+	}
+	cfg.ClientSessionCache = u.sessions
+	tc := tls.Client(c, cfg)
+	if timeout > 0 {
+		_ = c.SetDeadline(time.Now().Add(timeout))
+	}
+	if err := tc.Handshake(); err != nil {
+		u.log.Warn("upstream tls handshake failed", "pool", u.ep.Pool, "backend", u.ep.Addr, "server_name", cfg.ServerName, "err", err)
+		return nil, &TLSError{Backend: u.ep.Addr, Err: err}
+	}
+	_ = c.SetDeadline(time.Time{})
+	return tc, nil
 }
 
 // RoundTrip implements fasthttp.RoundTripper for callers that go through
 // the HostClient (none on the request path): one attempt, no body beyond
 // what req holds.
 func (u *Upstream) RoundTrip(_ *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	return false, u.roundTrip(req, resp, nil, nil, 0)
+	return false, u.roundTrip(req, resp, nil, nil, 0, 0)
 }
 
 // connOps releases and closes fasthttp's pooled connections, whose type is
@@ -317,7 +412,10 @@ func newConnOps[C interface{ Conn() net.Conn }](acq func(*fasthttp.HostClient, t
 // body is in req). client and writeIdle let a streamed response keep the
 // client's write deadline moving while bytes flow. Failures are classified
 // by stage (stageOf).
-func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle time.Duration) error {
+//
+// perTry, when set, bounds the attempt until its response head (and a
+// body read whole): running past it is stageTryTimeout.
+func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle, perTry time.Duration) error {
 	hc := u.hc
 	idempotent := isIdempotent(req)
 	for tries := 0; ; tries++ {
@@ -342,7 +440,7 @@ func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, bod
 			continue
 		}
 		uc.used, uc.suspect = true, false
-		err = u.exchange(cc, uc, req, resp, body, client, writeIdle)
+		err = u.exchange(cc, uc, req, resp, body, client, writeIdle, perTry)
 		if err != nil && reused && tries < 4 && stageOf(err) == stageWrite && (body == nil || body.resendable()) {
 			// A pooled connection the backend had closed (its keep-alive
 			// timeout is shorter than ours): the request never reached it.
@@ -355,7 +453,7 @@ func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, bod
 	}
 }
 
-func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle time.Duration) error {
+func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle, perTry time.Duration) error {
 	hc := u.hc
 	conn := net.Conn(uc)
 	u.active.Add(1)
@@ -363,7 +461,13 @@ func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fas
 		u.active.Add(-1)
 		connOps.close(hc, cc)
 	}
-	if t := u.cfg.ResponseTimeout; t > 0 {
+	tryBound := perTry > 0 && (u.cfg.ResponseTimeout <= 0 || perTry < u.cfg.ResponseTimeout)
+	if tryBound {
+		if err := uc.setDeadline(perTry); err != nil {
+			closeConn()
+			return fail(stageWrite, err)
+		}
+	} else if t := u.cfg.ResponseTimeout; t > 0 {
 		if err := uc.extendDeadline(t); err != nil {
 			closeConn()
 			return fail(stageWrite, err)
@@ -410,6 +514,9 @@ func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fas
 			st = stageWrite // the backend never received the request
 		}
 		closeConn()
+		if tryBound && isTimeout(err) {
+			return &attemptError{stageTryTimeout, err}
+		}
 		return fail(st, err)
 	}
 	status := resp.StatusCode()
@@ -431,6 +538,9 @@ func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fas
 			if err := resp.ReadBody(br, 0); err != nil {
 				hc.ReleaseReader(br)
 				closeConn()
+				if tryBound && isTimeout(err) {
+					return &attemptError{stageTryTimeout, err}
+				}
 				return fail(stageRead, err)
 			}
 		}

@@ -33,6 +33,9 @@ commands:
   probe [--token-file FILE] URL
                            exit 0 if URL answers 200 (a Docker HEALTHCHECK without a shell);
                            sends the admin token from FILE or $HOLDFAST_ADMIN_TOKEN, if any
+  backend drain|disable|enable|weight POOL ADDRESS [N] [--admin ADDR] [--token-file FILE]
+                           operator override of one backend through the admin API
+                           (ADDR defaults to 127.0.0.1:9901); exit 1 for an unknown pool or backend
 
 global flags:
   --log-level debug|info|warn|error   (default info)
@@ -87,6 +90,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "probe":
 		return cmdProbe(cargs, stderr)
+	case "backend":
+		return cmdBackend(cargs, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
