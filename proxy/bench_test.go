@@ -67,28 +67,9 @@ func newRig(tb testing.TB, o rigOptions) *rig {
 		tb.Cleanup(func() { _ = srv.Shutdown(); <-done })
 		set = append(set, discovery.Backend{Address: ln.Addr().String(), Weight: 1})
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := metrics.New(prometheus.NewRegistry())
 	up := UpstreamConfig{MaxConns: 512, MaxIdle: 128, QueueTimeout: time.Second,
 		ConnectTimeout: time.Second, ResponseTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	pool := balancer.NewPool(&balancer.Options{Name: "api", Balance: o.balance, PanicThreshold: 0.5,
-		Source: &discovery.Static{Backends: set}, SourceKey: "static"},
-		balancer.Hooks{
-			NewUpstream:   func(ep *balancer.Endpoint) any { return NewUpstream(ep, up) },
-			CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*Upstream).Close() },
-		}, m, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	go pool.Run(ctx)
-	tb.Cleanup(func() { cancel(); <-pool.Done() })
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for pool.Routable() < backends {
-		if time.Now().After(deadline) {
-			tb.Fatal("pool never became routable")
-		}
-		<-tick.C
-	}
+	pool, m, log := newTestPool(tb, o.balance, set, up, nil)
 	tc := &TargetConfig{Retry: RetryPolicy{Attempts: 2, Budget: 0.2, OnConnectFailure: true, OnReset: true}, BufferBody: 64 << 10}
 	if o.balance == "consistent_hash" {
 		tc.HashKind, tc.HashName = HashClientIP, ""
@@ -104,6 +85,40 @@ func newRig(tb testing.TB, o rigOptions) *rig {
 	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, ReadTimeout: time.Minute,
 		WriteTimeout: time.Minute, IdleTimeout: time.Minute, Log: log, Metrics: m}, rt)
 	return &rig{h: h, pool: pool}
+}
+
+// newTestPool runs a pool of the static backends set, each reached through
+// an Upstream with up (adjusted by wrap when not nil), and waits until all
+// are routable.
+func newTestPool(tb testing.TB, balance string, set []discovery.Backend, up UpstreamConfig, wrap func(*Upstream)) (*balancer.Pool, *metrics.Metrics, *slog.Logger) {
+	tb.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	m := metrics.New(prometheus.NewRegistry())
+	pool := balancer.NewPool(&balancer.Options{Name: "api", Balance: balance, PanicThreshold: 0.5,
+		Source: &discovery.Static{Backends: set}, SourceKey: "static"},
+		balancer.Hooks{
+			NewUpstream: func(ep *balancer.Endpoint) any {
+				u := NewUpstream(ep, up)
+				if wrap != nil {
+					wrap(u)
+				}
+				return u
+			},
+			CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*Upstream).Close() },
+		}, m, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	go pool.Run(ctx)
+	tb.Cleanup(func() { cancel(); <-pool.Done() })
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for pool.Routable() < len(set) {
+		if time.Now().After(deadline) {
+			tb.Fatal("pool never became routable")
+		}
+		<-tick.C
+	}
+	return pool, m, log
 }
 
 // newCtx is a RequestCtx as a client connection from 192.0.2.10 gets it.

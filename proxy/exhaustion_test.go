@@ -1,9 +1,6 @@
 package proxy
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"sync/atomic"
@@ -11,12 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
-	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/discovery"
-	"github.com/holdfast-lb/holdfast/metrics"
 )
 
 // An upstream dial that fails because holdfast is out of descriptors
@@ -42,30 +36,8 @@ func TestUpstreamEMFILEIsNotBlamed(t *testing.T) {
 		}
 		return net.DialTimeout("tcp", addr, timeout)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := metrics.New(prometheus.NewRegistry())
-	pool := balancer.NewPool(&balancer.Options{Name: "api", Balance: "round_robin", PanicThreshold: 0.5,
-		Source: &discovery.Static{Backends: []discovery.Backend{{Address: ln.Addr().String(), Weight: 1}}}, SourceKey: "static"},
-		balancer.Hooks{
-			NewUpstream: func(ep *balancer.Endpoint) any {
-				u := NewUpstream(ep, up)
-				u.dialFn = dial
-				return u
-			},
-			CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*Upstream).Close() },
-		}, m, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	go pool.Run(ctx)
-	t.Cleanup(func() { cancel(); <-pool.Done() })
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for pool.Routable() < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("pool never became routable")
-		}
-		<-tick.C
-	}
+	pool, m, log := newTestPool(t, "round_robin", []discovery.Backend{{Address: ln.Addr().String(), Weight: 1}}, up,
+		func(u *Upstream) { u.dialFn = dial })
 	target := NewTarget(pool, &TargetConfig{Retry: RetryPolicy{Attempts: 2, Budget: 0.2, OnConnectFailure: true, OnReset: true}, BufferBody: 64 << 10}, m)
 	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, ReadTimeout: time.Second,
 		WriteTimeout: time.Second, IdleTimeout: time.Second, Log: log, Metrics: m}, NewRoutes("web", target, nil, m))

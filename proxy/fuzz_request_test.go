@@ -3,10 +3,8 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/textproto"
@@ -17,11 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/discovery"
-	"github.com/holdfast-lb/holdfast/metrics"
 )
 
 // FuzzRequestPath sends random bytes on a client connection through a real
@@ -209,28 +203,9 @@ func newProxyEnv(tb testing.TB, maxBody int64) *fuzzEnv {
 			go env.backend(c)
 		}
 	}()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := metrics.New(prometheus.NewRegistry())
 	up := UpstreamConfig{MaxConns: 64, MaxIdle: 16, QueueTimeout: time.Second,
 		ConnectTimeout: time.Second, ResponseTimeout: 2 * time.Second, IdleTimeout: time.Minute}
-	pool := balancer.NewPool(&balancer.Options{Name: "fuzz", Balance: "round_robin", PanicThreshold: 0.5,
-		Source: &discovery.Static{Backends: []discovery.Backend{{Address: bln.Addr().String(), Weight: 1}}}, SourceKey: "static"},
-		balancer.Hooks{
-			NewUpstream:   func(ep *balancer.Endpoint) any { return NewUpstream(ep, up) },
-			CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*Upstream).Close() },
-		}, m, log)
-	ctx, cancel := context.WithCancel(context.Background())
-	go pool.Run(ctx)
-	tb.Cleanup(func() { cancel(); <-pool.Done() })
-	deadline := time.Now().Add(5 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for pool.Routable() < 1 {
-		if time.Now().After(deadline) {
-			tb.Fatal("pool never became routable")
-		}
-		<-tick.C
-	}
+	pool, m, log := newTestPool(tb, "round_robin", []discovery.Backend{{Address: bln.Addr().String(), Weight: 1}}, up, nil)
 	target := NewTarget(pool, &TargetConfig{Retry: RetryPolicy{Attempts: 1, Budget: 0.2, OnConnectFailure: true, OnReset: true}, BufferBody: 64 << 10}, m)
 	rt := NewRoutes("web", target, []Route{{Host: "other", Target: target}}, m)
 	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, MaxBodyBytes: maxBody, HeaderTimeout: time.Second, ReadTimeout: time.Second,
