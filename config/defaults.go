@@ -62,7 +62,7 @@ func applyDefaults(c *Config, w *walker) {
 		setDur(w, p+".timeouts.write", &l.Timeouts.Write, 30*time.Second)
 		setDur(w, p+".timeouts.idle", &l.Timeouts.Idle, 90*time.Second)
 		setDur(w, p+".timeouts.drain", &l.Timeouts.Drain, 30*time.Second)
-		setDur(w, p+".timeouts.park", &l.Timeouts.Park, time.Second)
+		setDur(w, p+".timeouts.park", &l.Timeouts.Park, 100*time.Millisecond)
 	}
 	for i := range c.Pools {
 		pl := &c.Pools[i]

@@ -19,7 +19,7 @@ func TestListenerParkTimeout(t *testing.T) {
 		want    time.Duration
 		wantErr string
 	}{
-		{name: "default 1s", doc: doc("http", ""), want: time.Second},
+		{name: "default 100ms", doc: doc("http", ""), want: 100 * time.Millisecond},
 		{name: "explicit", doc: doc("http", ", timeouts: { park: 250ms }"), want: 250 * time.Millisecond},
 		{name: "zero never parks", doc: doc("http", ", timeouts: { park: 0s }"), want: 0},
 		{name: "negative", doc: doc("http", ", timeouts: { park: -1s }"), wantErr: "must not be negative"},

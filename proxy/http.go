@@ -110,6 +110,7 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		// bound on silence for the whole body (reqBody reads the rest).
 		MaxRequestBodySize:           1,
 		WriteBufferSize:              16 << 10,
+		ReduceMemoryUsage:            true,
 		ReadTimeout:                  h.opts.HeaderTimeout,
 		WriteTimeout:                 o.WriteTimeout,
 		IdleTimeout:                  o.IdleTimeout,
