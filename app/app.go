@@ -374,8 +374,8 @@ func (a *App) startPool(p config.Pool, o *balancer.Options, tc *tls.Config) *poo
 	up.TLS = proxy.NewUpstreamTLS(tc)
 	up.Log = a.log
 	hooks := balancer.Hooks{
-		NewUpstream:   func(ep *balancer.Endpoint) any { return proxy.NewUpstream(ep, up) },
-		CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*proxy.Upstream).Close() },
+		NewUpstream:   func(ep *balancer.Endpoint) balancer.Upstream { return proxy.NewUpstream(ep, up) },
+		CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.Close() },
 	}
 	pool := balancer.NewPool(o, hooks, a.m, a.log)
 	ctx, cancel := context.WithCancel(a.ctx)

@@ -15,6 +15,15 @@ import (
 	"github.com/holdfast-lb/holdfast/metrics"
 )
 
+// Upstream is the typed seam between a pool and the data path: the
+// per-backend client the proxy attaches to each endpoint. Close releases
+// what the client holds once the endpoint has left its pool and has
+// nothing in flight. Safe to call from the pool's goroutine while
+// requests run.
+type Upstream interface {
+	Close()
+}
+
 // Endpoint is one backend of a pool. It lives as long as the address stays
 // in the pool, across discovery updates and reloads, so in-flight counts,
 // latency averages and health history survive rebuilds. Its counters are
@@ -25,8 +34,9 @@ type Endpoint struct {
 	// Pool is the name of the pool the endpoint belongs to.
 	Pool string
 	// Upstream is the data path's per-backend client, attached once by the
-	// pool's NewUpstream hook before the endpoint is published.
-	Upstream any
+	// pool's NewUpstream hook before the endpoint is published; nil when
+	// the pool has no hook (tests).
+	Upstream Upstream
 	// Stats are the backend's hot-path metric children.
 	Stats *metrics.BackendSet
 

@@ -38,7 +38,7 @@ type Options struct {
 // Hooks attach the data path's per-backend client to endpoints.
 type Hooks struct {
 	// NewUpstream is called once per new endpoint, before it is published.
-	NewUpstream func(*Endpoint) any
+	NewUpstream func(*Endpoint) Upstream
 	// CloseUpstream is called when a drained endpoint has nothing in flight.
 	CloseUpstream func(*Endpoint)
 }

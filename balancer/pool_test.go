@@ -125,7 +125,7 @@ func TestPoolKeepsEndpointsAcrossSets(t *testing.T) {
 	src := newPushSource()
 	var made atomic.Int32
 	p := NewPool(&Options{Name: "api", Balance: "least_conn", Source: src},
-		Hooks{NewUpstream: func(*Endpoint) any { made.Add(1); return nil }}, nil, quietLog())
+		Hooks{NewUpstream: func(*Endpoint) Upstream { made.Add(1); return nil }}, nil, quietLog())
 	runPool(t, p)
 
 	src.push(t, be("a:1", 1, 0), be("b:1", 1, 0))

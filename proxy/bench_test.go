@@ -97,14 +97,14 @@ func newTestPool(tb testing.TB, balance string, set []discovery.Backend, up Upst
 	pool := balancer.NewPool(&balancer.Options{Name: "api", Balance: balance, PanicThreshold: 0.5,
 		Source: &discovery.Static{Backends: set}, SourceKey: "static"},
 		balancer.Hooks{
-			NewUpstream: func(ep *balancer.Endpoint) any {
+			NewUpstream: func(ep *balancer.Endpoint) balancer.Upstream {
 				u := NewUpstream(ep, up)
 				if wrap != nil {
 					wrap(u)
 				}
 				return u
 			},
-			CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*Upstream).Close() },
+			CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.Close() },
 		}, m, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	go pool.Run(ctx)

@@ -526,7 +526,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		start = time.Now()
 	}
 	x.out = t.run(cfg, hash, start, ar, func(ep *balancer.Endpoint) (stage, int) {
-		err := ep.Upstream.(*Upstream).roundTrip(req, resp, ar.body, client, writeIdle, cfg.Retry.PerTryTimeout)
+		err := upstreamOf(ep).roundTrip(req, resp, ar.body, client, writeIdle, cfg.Retry.PerTryTimeout)
 		if err != nil {
 			resp.Reset()
 			return stageOf(err), 0

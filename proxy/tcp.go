@@ -139,7 +139,7 @@ func (p *TCP) handle(client net.Conn) {
 	var backend net.Conn
 	start := time.Now()
 	o := t.run(cfg, hash, start, attemptReq{idempotent: true, hold: true}, func(ep *balancer.Endpoint) (stage, int) {
-		c, err := ep.Upstream.(*Upstream).dialTunnel()
+		c, err := upstreamOf(ep).dialTunnel()
 		if err != nil {
 			return stageOf(err), 0
 		}
@@ -153,7 +153,7 @@ func (p *TCP) handle(client net.Conn) {
 	ep := o.ep
 	defer backend.Close()
 	defer func() { ep.End(time.Since(start)) }()
-	up := ep.Upstream.(*Upstream)
+	up := upstreamOf(ep)
 	if up.cfg.SendProxy != "" {
 		h, err := proxyHeader(up.cfg.SendProxy, client.RemoteAddr(), client.LocalAddr())
 		if err != nil {

@@ -96,6 +96,16 @@ type Upstream struct {
 	log      *slog.Logger
 }
 
+var _ balancer.Upstream = (*Upstream)(nil)
+
+// upstreamOf is the one place the data path turns an endpoint's Upstream
+// back into holdfast's client. Endpoints of pools built by app always
+// carry one (their NewUpstream hook is proxy.NewUpstream).
+func upstreamOf(ep *balancer.Endpoint) *Upstream {
+	u, _ := ep.Upstream.(*Upstream)
+	return u
+}
+
 // NewUpstream builds the client for ep.
 func NewUpstream(ep *balancer.Endpoint, cfg UpstreamConfig) *Upstream {
 	u := &Upstream{ep: ep, cfg: cfg, log: cfg.Log}

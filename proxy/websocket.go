@@ -105,7 +105,7 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange, pol *Po
 	var backend net.Conn
 	var br *bufio.Reader
 	x.out = t.run(cfg, hash, ctx.Time(), attemptReq{idempotent: true, hold: true}, func(ep *balancer.Endpoint) (stage, int) {
-		up := ep.Upstream.(*Upstream)
+		up := upstreamOf(ep)
 		c, err := up.dialTunnel()
 		if err != nil {
 			return stageOf(err), 0
