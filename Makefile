@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/holdfast
 
-.PHONY: all build run test deps bench bench-idle conformance soak docker fuzz clean
+.PHONY: all build run test deps bench bench-idle conformance soak docker fuzz lint clean
 
 all: build
 
@@ -53,6 +53,11 @@ soak:
 
 docker:
 	./deploy/docker/build.sh
+
+## lint: go vet and staticcheck (fetched from the Go module proxy)
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=30s ./config

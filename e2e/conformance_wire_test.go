@@ -531,13 +531,6 @@ func (b *rawBackend) received(sub string) bool {
 	return false
 }
 
-// connCount is the number of connections accepted so far.
-func (b *rawBackend) connCount() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.conns)
-}
-
 // waitRequests waits until the backend has recorded n requests.
 func (b *rawBackend) waitRequests(t *testing.T, n int, timeout time.Duration) []recorded {
 	t.Helper()

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,10 +113,7 @@ func TestDockerImage(t *testing.T) {
 
 	// make docker (its target is deploy/docker/build.sh).
 	t.Cleanup(func() { _, _ = dockerRun(60*time.Second, "rmi", "-f", image, repo+":latest") })
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goTool); err != nil {
-		goTool = "go"
-	}
+	goTool := goCommand()
 	argv := []string{"./deploy/docker/build.sh"}
 	if _, err := exec.LookPath("make"); err == nil {
 		argv = []string{"make", "--no-print-directory", "docker"}

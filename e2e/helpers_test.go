@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -427,10 +426,7 @@ func holdfastBinary(t *testing.T) string {
 			return
 		}
 		buildBin = filepath.Join(buildDir, "holdfast")
-		goTool := "go"
-		if _, err := exec.LookPath(goTool); err != nil {
-			goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-		}
+		goTool := goCommand()
 		args := []string{"build", "-o", buildBin}
 		if raceEnabled {
 			args = append(args, "-race")
@@ -470,9 +466,7 @@ type logBuffer struct {
 func (l *logBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, s := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-		l.lines = append(l.lines, s)
-	}
+	l.lines = append(l.lines, strings.Split(strings.TrimRight(string(p), "\n"), "\n")...)
 	return len(p), nil
 }
 
@@ -491,4 +485,23 @@ func (l *logBuffer) dump() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.name + ":\n  " + strings.Join(l.lines, "\n  ")
+}
+
+// goCommand is the go command building the binaries under test: the one
+// that runs `go test` (GOROOT in its environment), else the first on PATH.
+func goCommand() string {
+	if root := os.Getenv("GOROOT"); root != "" {
+		if p := filepath.Join(root, "bin", "go"); fileExists(p) {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "/usr/local/go/bin/go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -114,16 +114,12 @@ type reqBody struct {
 	idle    time.Duration
 	max     int64 // max_body_bytes; 0: none
 	want    int64 // the Content-Length; -1: chunked
-	left    int64 // streamed with a length: bytes still to come
 	chunked bool  // streamed without a length: sent chunked
 	started bool  // some of the streamed part went to a backend
 	eof     bool  // the client's body was read to its end
 	read    int64 // bytes read from the client
 	err     error // the client's failure, if any
 }
-
-// streamed says whether the body could not be kept whole.
-func (b *reqBody) streamed() bool { return b.src != nil }
 
 // resendable says whether another attempt can send the whole body again.
 func (b *reqBody) resendable() bool { return b.src == nil || !b.started }

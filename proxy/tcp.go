@@ -201,8 +201,7 @@ func tunnel(a, b net.Conn, idle time.Duration) error {
 		for i, c := range socks {
 			acked[i], _ = bytesAcked(c)
 		}
-		var fire func()
-		fire = func() {
+		fire := func() {
 			now := time.Now().UnixNano()
 			last := max(t.last[0].Load(), t.last[1].Load())
 			moved := false

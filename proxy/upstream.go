@@ -260,11 +260,6 @@ func (c *upConn) setDeadline(d time.Duration) error {
 	return c.Conn.SetDeadline(c.born.Add(c.deadline))
 }
 
-func (c *upConn) clearDeadline() {
-	c.deadline = 0
-	_ = c.Conn.SetDeadline(time.Time{})
-}
-
 func (c *upConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.u.releaseSlot()

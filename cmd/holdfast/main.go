@@ -56,8 +56,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := gf.Parse(args); err != nil {
 		return 2
 	}
-	log, err := newLogger(stderr, *level, *format)
-	if err != nil {
+	// The flags before the command are checked here; the logger is made
+	// once those after it are read too.
+	if _, err := newLogger(stderr, *level, *format); err != nil {
 		fmt.Fprintln(stderr, "holdfast:", err)
 		return 2
 	}
@@ -68,12 +69,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, cargs := rest[0], rest[1:]
 	// Global flags may also follow the command.
-	cargs, err = stripGlobals(cargs, level, format)
+	cargs, err := stripGlobals(cargs, level, format)
 	if err != nil {
 		fmt.Fprintln(stderr, "holdfast:", err)
 		return 2
 	}
-	if log, err = newLogger(stderr, *level, *format); err != nil {
+	log, err := newLogger(stderr, *level, *format)
+	if err != nil {
 		fmt.Fprintln(stderr, "holdfast:", err)
 		return 2
 	}
