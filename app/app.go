@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -549,11 +550,15 @@ func summary(cfg *config.Config) string {
 	return fmt.Sprintf("listeners: %s; pools: %s", strings.Join(ls, ", "), strings.Join(ps, ", "))
 }
 
-// Ready reports whether every listener is bound and accepting and every
-// pool has a routable backend, and the App is not draining.
+// Ready reports whether the App is ready (NotReady is "").
 func (a *App) Ready() bool { return a.NotReady() == "" }
 
-// NotReady says why the App is not ready, or returns "" when it is.
+// NotReady says why the App is not ready, or returns "" when it is: it has
+// started, is not draining, every listener is bound and accepting, and
+// behind each listener at least one pool can route. A pool that never had
+// a backend (one just added whose DNS is dead) is left out of that count, so
+// it cannot take the instance out; but when no pool behind any listener has
+// ever had a backend the instance serves nothing and is not ready.
 func (a *App) NotReady() string {
 	switch {
 	case !a.started.Load():
@@ -573,12 +578,73 @@ func (a *App) NotReady() string {
 			return why
 		}
 	}
-	for _, rt := range a.pools {
-		if !rt.pool.Ready() {
-			return "a pool has no routable backend"
+	withPools, counted := 0, 0
+	for _, name := range names {
+		pools := poolsBehind(a.listeners[name].cfg)
+		if len(pools) == 0 {
+			continue // redirects only
+		}
+		withPools++
+		had, routes := false, false
+		for _, pn := range pools {
+			rt := a.pools[pn]
+			if rt == nil || !rt.pool.HadBackend() {
+				continue
+			}
+			had = true
+			if rt.pool.Ready() {
+				routes = true
+				break
+			}
+		}
+		if had {
+			counted++
+			if !routes {
+				return fmt.Sprintf("listener %q: no pool behind it can route (%s)", name, strings.Join(pools, ", "))
+			}
 		}
 	}
+	if withPools > 0 && counted == 0 {
+		return "no pool has had a backend yet"
+	}
 	return ""
+}
+
+// PoolNotReady answers /readyz?pool=NAME: why the pool cannot route, or ""
+// when it can; known is false for a pool the config does not have.
+func (a *App) PoolNotReady(name string) (why string, known bool) {
+	a.mu.Lock()
+	rt := a.pools[name]
+	a.mu.Unlock()
+	switch {
+	case rt == nil:
+		return "", false
+	case !a.started.Load():
+		return "starting", true
+	case a.draining.Load():
+		return "draining", true
+	case !rt.pool.HadBackend():
+		return fmt.Sprintf("pool %q has never had a backend", name), true
+	case !rt.pool.Ready():
+		return fmt.Sprintf("pool %q has no routable backend", name), true
+	}
+	return "", true
+}
+
+// poolsBehind lists the pools a listener can send traffic to: its default
+// pool and its routes' pools, each once, in config order.
+func poolsBehind(l config.Listener) []string {
+	var out []string
+	add := func(p string) {
+		if p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	add(l.Pool)
+	for _, r := range l.Routes {
+		add(r.Pool)
+	}
+	return out
 }
 
 // acceptGrace is how long a listener may fail to accept (EMFILE and the

@@ -62,8 +62,9 @@ type Pool struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	snap atomic.Pointer[snapshot]
-	opts atomic.Pointer[Options]
+	snap       atomic.Pointer[snapshot]
+	opts       atomic.Pointer[Options]
+	hadBackend atomic.Bool // set on the first rebuild with an entry; never cleared
 	// Discovery freshness, written by the source's observer.
 	Discovery DiscoveryState
 	// disc is the DiscoveryState the running source reports to and Status
@@ -146,6 +147,13 @@ func (p *Pool) Routable() int { return p.snap.Load().routable }
 
 // Ready reports whether the pool has a backend to send traffic to.
 func (p *Pool) Ready() bool { s := p.snap.Load(); return s.routable > 0 || (s.panic && s.total > 0) }
+
+// HadBackend reports whether the pool has had at least one backend since it
+// started (a static member, a discovered one or one restored from a state
+// file), routable or not. A pool that never had one, such as a pool just
+// added whose DNS is dead, does not count against the instance's readiness.
+// Safe for concurrent use.
+func (p *Pool) HadBackend() bool { return p.hadBackend.Load() }
 
 // Options returns the pool's current options.
 func (p *Pool) Options() *Options { return p.opts.Load() }
@@ -563,6 +571,10 @@ func (p *Pool) rebuild() {
 		status:   p.statusOf(now),
 		built:    now,
 	})
+	// After the snapshot: a reader that sees hadBackend sees the set too.
+	if len(all) > 0 && !p.hadBackend.Load() {
+		p.hadBackend.Store(true)
+	}
 }
 
 // refreshStatus republishes the status view (reasons, counters) without
