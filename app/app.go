@@ -26,6 +26,7 @@ import (
 	"github.com/holdfast-lb/holdfast/discovery"
 	"github.com/holdfast-lb/holdfast/metrics"
 	"github.com/holdfast-lb/holdfast/proxy"
+	"github.com/holdfast-lb/holdfast/state"
 )
 
 // Options are the process-level inputs of an App.
@@ -68,6 +69,11 @@ type App struct {
 	// backend: held here, not by a pool, so they survive reloads.
 	overrides *balancer.Overrides
 	nofile    uint64
+	// saved is the state file read at Start, used by the first apply only.
+	saved *state.File
+	// stateW writes the state file (nil without state_file); set in Start
+	// before any pool runs, never changed after.
+	stateW *state.Writer
 
 	started    atomic.Bool
 	draining   atomic.Bool
@@ -149,10 +155,27 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.admin = adm
-	if err := a.apply(a.cfg, true); err != nil {
+	if path := a.cfg.StateFile; path != "" {
+		// state_file is read at start; a reload that changes it applies on
+		// the next restart.
+		a.saved = a.loadState(path)
+		a.restoreOverrides(a.saved, a.cfg)
+		a.stateW = state.NewWriter(path, stateDebounce, a.collectState, a.log, nil)
+	}
+	err = a.apply(a.cfg, true)
+	a.saved = nil
+	if err != nil {
 		adm.close()
 		a.cancel()
 		return err
+	}
+	if w := a.stateW; w != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			w.Run(a.ctx)
+		}()
+		w.Changed() // the first write: what the file restored plus the config
 	}
 	a.started.Store(true)
 	return nil
@@ -184,6 +207,9 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			continue
 		}
 		o.Overrides = a.overrides
+		if first {
+			restoreOptions(a.saved, p, o)
+		}
 		newOpts[p.Name] = o
 		newTLS[p.Name] = tc
 	}
@@ -377,8 +403,12 @@ func (a *App) startPool(p config.Pool, o *balancer.Options, tc *tls.Config) *poo
 	hooks := balancer.Hooks{
 		NewUpstream:   func(ep *balancer.Endpoint) any { return proxy.NewUpstream(ep, up) },
 		CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.(*proxy.Upstream).Close() },
+		Changed:       a.stateChanged,
 	}
 	pool := balancer.NewPool(o, hooks, a.m, a.log)
+	if h := restoredHealth(a.saved, p.Name); h != nil {
+		pool.RestoreHealth(h)
+	}
 	ctx, cancel := context.WithCancel(a.ctx)
 	a.wg.Add(1)
 	go func() {

@@ -59,6 +59,11 @@ func (w *Writer) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			select {
+			case <-w.changed: // a change nobody wrote yet
+				write()
+			default:
+			}
 			return
 		case <-w.changed:
 		}
