@@ -74,8 +74,15 @@ pools:
 	if n := bes[3].served.Load() - before[3]; n != 0 {
 		t.Errorf("the drained backend served %d requests after the restart, want 0", n)
 	}
-	if st := second.Pool("api").Status().Discovery; st != nil && !st.Stale {
+	testkit.WaitFor(t, 5*time.Second, "a failed lookup after the restart", func() bool {
+		d := second.Pool("api").Status().Discovery
+		return d != nil && d.LastResult != "" && d.LastResult != "ok"
+	})
+	if st := second.Pool("api").Status().Discovery; !st.Stale {
 		t.Errorf("discovery not stale while serving the saved set through SERVFAIL: %+v", st)
+	}
+	if v := testkit.Metric(t, second.Registry(), "holdfast_discovery_stale", map[string]string{"pool": "api"}); v != 1 {
+		t.Errorf("holdfast_discovery_stale %v, want 1", v)
 	}
 }
 
