@@ -122,3 +122,61 @@ func stop(t *testing.T, a *testkit.App) {
 	defer cancel()
 	a.Shutdown(ctx)
 }
+
+// TestStateFileKeepsHoldAndDoesNotResurrect: a backend saved as held down
+// stays held after a restart (no traffic, state held_down) even though its
+// checks pass, and a backend the file knows but the config no longer has
+// is not resurrected, neither in a static pool nor through a set saved
+// for another discovery name.
+func TestStateFileKeepsHoldAndDoesNotResurrect(t *testing.T) {
+	good, held := startServedBackend(t, "good"), startServedBackend(t, "held")
+	statePath := filepath.Join(t.TempDir(), "state.json")
+	until := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	f := &state.File{Pools: map[string]state.Pool{
+		"api": {Health: map[string]state.Health{
+			held.Addr:        {ChecksPassing: true, HeldUntil: until, HoldFor: "1h0m0s", HoldLevel: 1, HoldReason: "flapping: held before"},
+			"127.0.0.1:9":    {ChecksPassing: true},
+			"10.255.0.1:443": {ChecksPassing: false},
+		}},
+		"dns": {Source: "dns|srv|_other._tcp.test.|0", Set: []state.Backend{{Address: "127.0.0.1:9", Weight: 1}}},
+	}}
+	if err := state.Write(statePath, f); err != nil {
+		t.Fatal(err)
+	}
+	dnsSrv := dnstest.Start(t)
+	dnsSrv.SetFaults(dnstest.Servfail)
+	a := testkit.StartApp(t, fmt.Sprintf(`
+state_file: %q
+resolvers:
+  - { name: r, servers: [%q], timeout: 200ms, attempts: 1 }
+listeners:
+  - { name: web, listen: 127.0.0.1:0, pool: api }
+pools:
+  - name: api
+    health: { type: http, path: /healthz, interval: 100ms, timeout: 500ms, rise: 1, fall: 1,
+      flap: { window: 10s, max_transitions: 3, hold: 1s, max_hold: 2h } }
+    backends: [%q, %q]
+  - name: dns
+    health: { type: none }
+    discovery: { type: srv, name: _http._tcp.dns.holdfast.test., resolver: r }
+`, statePath, dnsSrv.Addr, good.Addr, held.Addr))
+	waitReady(t, a)
+	if st := stateOf(a, "api", held.Addr); st != "held_down" {
+		t.Fatalf("restored backend state %q, want held_down", st)
+	}
+	before := held.served.Load()
+	for range 50 {
+		if code, _, err := testkit.Get(a.URL("web", "/")); err != nil || code != 200 {
+			t.Fatalf("GET: %d %v", code, err)
+		}
+	}
+	if n := held.served.Load() - before; n != 0 {
+		t.Errorf("the held-down backend served %d requests, want 0", n)
+	}
+	if len(a.Pool("api").Endpoints()) != 2 {
+		t.Errorf("pool api has %d endpoints, want the 2 of the config", len(a.Pool("api").Endpoints()))
+	}
+	if n := len(a.Pool("dns").Endpoints()); n != 0 {
+		t.Errorf("pool dns has %d endpoints from a set saved for another name, want 0", n)
+	}
+}
