@@ -31,6 +31,9 @@ import (
 type Runtime interface {
 	// NotReady says why the process is not ready, or "" when it is.
 	NotReady() string
+	// PoolNotReady says why one pool cannot route, or "" when it can;
+	// known is false for a pool the process does not have.
+	PoolNotReady(pool string) (why string, known bool)
 	Draining() bool
 	Status() []balancer.PoolStatus
 	ListenerStatus() []proxy.ListenerStatus
@@ -142,8 +145,22 @@ func (h *Handler) mux(pprofOn bool) *http.ServeMux {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if q := r.URL.Query(); q.Has("pool") {
+			name := q.Get("pool")
+			switch why, known := rt.PoolNotReady(name); {
+			case !known:
+				w.WriteHeader(http.StatusNotFound)
+				_, _ = w.Write([]byte("unknown pool " + strconv.Quote(name) + "\n"))
+			case why != "":
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte("not ready: " + why + "\n"))
+			default:
+				_, _ = w.Write([]byte("ready\n"))
+			}
+			return
+		}
 		switch why := rt.NotReady(); {
 		case rt.Draining():
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -22,6 +22,7 @@ import (
 type fakeRuntime struct{ reloads atomic.Int64 }
 
 func (*fakeRuntime) NotReady() string                       { return "" }
+func (*fakeRuntime) PoolNotReady(string) (string, bool)     { return "", true }
 func (*fakeRuntime) Draining() bool                         { return false }
 func (*fakeRuntime) Status() []balancer.PoolStatus          { return nil }
 func (*fakeRuntime) ListenerStatus() []proxy.ListenerStatus { return nil }

@@ -17,9 +17,14 @@ import (
 type fakeRuntime struct {
 	notReady  string
 	listeners []proxy.ListenerStatus
+	pools     map[string]string // pool → why it is not ready ("" ready)
 }
 
-func (f *fakeRuntime) NotReady() string                       { return f.notReady }
+func (f *fakeRuntime) NotReady() string { return f.notReady }
+func (f *fakeRuntime) PoolNotReady(name string) (string, bool) {
+	why, ok := f.pools[name]
+	return why, ok
+}
 func (f *fakeRuntime) Draining() bool                         { return false }
 func (f *fakeRuntime) Status() []balancer.PoolStatus          { return nil }
 func (f *fakeRuntime) ListenerStatus() []proxy.ListenerStatus { return f.listeners }
@@ -75,6 +80,31 @@ func TestListenerNotAccepting(t *testing.T) {
 			}
 			if doc.Ready != (tc.code == 200) || doc.NotReady != tc.rt.notReady || len(doc.Listeners) != 1 || doc.Listeners[0].Accepting != tc.jsonOpen {
 				t.Errorf("/status.json = %s", js)
+			}
+		})
+	}
+}
+
+// TestReadyzPool: /readyz?pool=NAME answers for that pool alone, whatever
+// the instance's own readiness; an unknown pool is 404.
+func TestReadyzPool(t *testing.T) {
+	rt := &fakeRuntime{notReady: "", pools: map[string]string{"api": "", "new": `pool "new" has never had a backend`}}
+	h := New(rt, prometheus.NewRegistry(), Settings{})
+	cases := []struct {
+		name, path string
+		code       int
+		body       string
+	}{
+		{"instance ready", "/readyz", 200, "ready\n"},
+		{"routable pool", "/readyz?pool=api", 200, "ready\n"},
+		{"pool that never had a backend", "/readyz?pool=new", 503, "not ready: pool \"new\" has never had a backend\n"},
+		{"unknown pool", "/readyz?pool=nope", 404, "unknown pool \"nope\"\n"},
+		{"empty pool name is unknown", "/readyz?pool=", 404, "unknown pool \"\"\n"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if code, body := get(t, h, tc.path); code != tc.code || body != tc.body {
+				t.Errorf("%s = %d %q, want %d %q", tc.path, code, body, tc.code, tc.body)
 			}
 		})
 	}

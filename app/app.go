@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/holdfast-lb/holdfast/discovery"
 	"github.com/holdfast-lb/holdfast/metrics"
 	"github.com/holdfast-lb/holdfast/proxy"
+	"github.com/holdfast-lb/holdfast/state"
 )
 
 // Options are the process-level inputs of an App.
@@ -67,6 +69,11 @@ type App struct {
 	// backend: held here, not by a pool, so they survive reloads.
 	overrides *balancer.Overrides
 	nofile    uint64
+	// saved is the state file read at Start, used by the first apply only.
+	saved *state.File
+	// stateW writes the state file (nil without state_file); set in Start
+	// before any pool runs, never changed after.
+	stateW *state.Writer
 
 	started    atomic.Bool
 	draining   atomic.Bool
@@ -148,10 +155,27 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.admin = adm
-	if err := a.apply(a.cfg, true); err != nil {
+	if path := a.cfg.StateFile; path != "" {
+		// state_file is read at start; a reload that changes it applies on
+		// the next restart.
+		a.saved = a.loadState(path)
+		a.restoreOverrides(a.saved, a.cfg)
+		a.stateW = state.NewWriter(path, stateDebounce, a.collectState, a.log, nil)
+	}
+	err = a.apply(a.cfg, true)
+	a.saved = nil
+	if err != nil {
 		adm.close()
 		a.cancel()
 		return err
+	}
+	if w := a.stateW; w != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			w.Run(a.ctx)
+		}()
+		w.Changed() // the first write: what the file restored plus the config
 	}
 	a.started.Store(true)
 	return nil
@@ -183,6 +207,9 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			continue
 		}
 		o.Overrides = a.overrides
+		if first {
+			restoreOptions(a.saved, p, o)
+		}
 		newOpts[p.Name] = o
 		newTLS[p.Name] = tc
 	}
@@ -376,8 +403,12 @@ func (a *App) startPool(p config.Pool, o *balancer.Options, tc *tls.Config) *poo
 	hooks := balancer.Hooks{
 		NewUpstream:   func(ep *balancer.Endpoint) balancer.Upstream { return proxy.NewUpstream(ep, up) },
 		CloseUpstream: func(ep *balancer.Endpoint) { ep.Upstream.Close() },
+		Changed:       a.stateChanged,
 	}
 	pool := balancer.NewPool(o, hooks, a.m, a.log)
+	if h := restoredHealth(a.saved, p.Name); h != nil {
+		pool.RestoreHealth(h)
+	}
 	ctx, cancel := context.WithCancel(a.ctx)
 	a.wg.Add(1)
 	go func() {
@@ -549,11 +580,15 @@ func summary(cfg *config.Config) string {
 	return fmt.Sprintf("listeners: %s; pools: %s", strings.Join(ls, ", "), strings.Join(ps, ", "))
 }
 
-// Ready reports whether every listener is bound and accepting and every
-// pool has a routable backend, and the App is not draining.
+// Ready reports whether the App is ready (NotReady is "").
 func (a *App) Ready() bool { return a.NotReady() == "" }
 
-// NotReady says why the App is not ready, or returns "" when it is.
+// NotReady says why the App is not ready, or returns "" when it is: it has
+// started, is not draining, every listener is bound and accepting, and
+// behind each listener at least one pool can route. A pool that never had
+// a backend (one just added whose DNS is dead) is left out of that count, so
+// it cannot take the instance out; but when no pool behind any listener has
+// ever had a backend the instance serves nothing and is not ready.
 func (a *App) NotReady() string {
 	switch {
 	case !a.started.Load():
@@ -573,12 +608,73 @@ func (a *App) NotReady() string {
 			return why
 		}
 	}
-	for _, rt := range a.pools {
-		if !rt.pool.Ready() {
-			return "a pool has no routable backend"
+	withPools, counted := 0, 0
+	for _, name := range names {
+		pools := poolsBehind(a.listeners[name].cfg)
+		if len(pools) == 0 {
+			continue // redirects only
+		}
+		withPools++
+		had, routes := false, false
+		for _, pn := range pools {
+			rt := a.pools[pn]
+			if rt == nil || !rt.pool.HadBackend() {
+				continue
+			}
+			had = true
+			if rt.pool.Ready() {
+				routes = true
+				break
+			}
+		}
+		if had {
+			counted++
+			if !routes {
+				return fmt.Sprintf("listener %q: no pool behind it can route (%s)", name, strings.Join(pools, ", "))
+			}
 		}
 	}
+	if withPools > 0 && counted == 0 {
+		return "no pool has had a backend yet"
+	}
 	return ""
+}
+
+// PoolNotReady answers /readyz?pool=NAME: why the pool cannot route, or ""
+// when it can; known is false for a pool the config does not have.
+func (a *App) PoolNotReady(name string) (why string, known bool) {
+	a.mu.Lock()
+	rt := a.pools[name]
+	a.mu.Unlock()
+	switch {
+	case rt == nil:
+		return "", false
+	case !a.started.Load():
+		return "starting", true
+	case a.draining.Load():
+		return "draining", true
+	case !rt.pool.HadBackend():
+		return fmt.Sprintf("pool %q has never had a backend", name), true
+	case !rt.pool.Ready():
+		return fmt.Sprintf("pool %q has no routable backend", name), true
+	}
+	return "", true
+}
+
+// poolsBehind lists the pools a listener can send traffic to: its default
+// pool and its routes' pools, each once, in config order.
+func poolsBehind(l config.Listener) []string {
+	var out []string
+	add := func(p string) {
+		if p != "" && !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	add(l.Pool)
+	for _, r := range l.Routes {
+		add(r.Pool)
+	}
+	return out
 }
 
 // acceptGrace is how long a listener may fail to accept (EMFILE and the

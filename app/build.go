@@ -140,7 +140,7 @@ func targetConfig(p *config.Pool) *proxy.TargetConfig {
 			}
 		}
 	}
-	if p.Balance == "consistent_hash" {
+	if p.Balance == "consistent_hash" || p.Balance == "maglev" {
 		switch k := p.HashKey; {
 		case strings.HasPrefix(k, "header:"):
 			tc.HashKind, tc.HashName = proxy.HashHeader, strings.TrimPrefix(k, "header:")

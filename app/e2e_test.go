@@ -418,9 +418,12 @@ pools:
 			}
 		})
 	}
-	t.Run("readyz 503 while a pool has no routable backend", func(t *testing.T) {
-		if code, body := adminGet(t, a, "/readyz"); code != 503 {
-			t.Errorf("/readyz %d %q, want 503", code, body)
+	t.Run("readyz 200 while one of the listener's pools can route, pool down 503", func(t *testing.T) {
+		if code, body := adminGet(t, a, "/readyz"); code != 200 {
+			t.Errorf("/readyz %d %q, want 200: pool main behind the listener routes", code, body)
+		}
+		if code, body := adminGet(t, a, "/readyz?pool=down"); code != 503 {
+			t.Errorf("/readyz?pool=down %d %q, want 503", code, body)
 		}
 		if code, _ := adminGet(t, a, "/healthz"); code != 200 {
 			t.Errorf("/healthz %d, want 200: the process serves", code)

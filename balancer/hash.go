@@ -1,19 +1,24 @@
 package balancer
 
 import (
-	"hash/maphash"
 	"slices"
 	"strconv"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // vnodes per unit of weight on the hash ring.
 const vnodes = 64
 
-var ringSeed = maphash.MakeSeed()
-
 // Ring is consistent hashing: each member owns points on a ring in
 // proportion to its weight; a key goes to the next point clockwise, so a
 // member leaving moves only its own keys.
+//
+// The hash is fixed and documented, with no per-process seed: member i's
+// points are xxhash64 (XXH64, seed 0) of "ADDRESS#0", "ADDRESS#1", ...
+// (64 points per unit of weight), and keys hash with HashString/HashBytes.
+// Any two instances with the same members therefore build the same ring and
+// send every key to the same backend, across restarts too.
 type Ring struct {
 	points []uint64
 	owners []*Endpoint
@@ -31,7 +36,7 @@ func newRing(ms []member) *Ring {
 	for _, m := range ms {
 		n := max(1, int(m.weight*vnodes))
 		for i := range n {
-			pts = append(pts, point{maphash.String(ringSeed, m.ep.Addr+"#"+strconv.Itoa(i)), m.ep})
+			pts = append(pts, point{xxhash.Sum64String(m.ep.Addr + "#" + strconv.Itoa(i)), m.ep})
 		}
 	}
 	slices.SortFunc(pts, func(a, b point) int {
@@ -66,8 +71,9 @@ func (r *Ring) Pick(h uint64, tried []*Endpoint) *Endpoint {
 	return r.owners[i%n]
 }
 
-// HashString hashes an affinity key for Pick.
-func HashString(s string) uint64 { return maphash.String(ringSeed, s) }
+// HashString hashes an affinity key for Pick: xxhash64 (XXH64, seed 0), the
+// same in every process. It does not allocate.
+func HashString(s string) uint64 { return xxhash.Sum64String(s) }
 
-// HashBytes hashes an affinity key for Pick.
-func HashBytes(b []byte) uint64 { return maphash.Bytes(ringSeed, b) }
+// HashBytes is HashString of b. It does not allocate.
+func HashBytes(b []byte) uint64 { return xxhash.Sum64(b) }

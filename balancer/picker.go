@@ -5,7 +5,7 @@ package balancer
 type Picker interface {
 	// Pick returns an endpoint, avoiding those in tried where the set allows,
 	// or nil when there is none. hash is the request's affinity key
-	// (consistent_hash only; others ignore it).
+	// (consistent_hash and maglev; others ignore it).
 	Pick(hash uint64, tried []*Endpoint) *Endpoint
 }
 
@@ -47,6 +47,8 @@ func newPicker(algo string, ms []member) Picker {
 		return newRandom(ms)
 	case "consistent_hash":
 		return newRing(ms)
+	case "maglev":
+		return newMaglev(ms)
 	default:
 		return newRoundRobin(ms)
 	}

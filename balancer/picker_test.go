@@ -123,7 +123,7 @@ func TestRoundRobinSharesFollowWeights(t *testing.T) {
 // Every picker avoids endpoints already tried when another one exists, and
 // still answers when every endpoint was tried.
 func TestPickersAvoidTried(t *testing.T) {
-	algos := []string{"round_robin", "least_conn", "p2c", "p2c_ewma", "random", "consistent_hash"}
+	algos := []string{"round_robin", "least_conn", "p2c", "p2c_ewma", "random", "consistent_hash", "maglev"}
 	for _, algo := range algos {
 		t.Run(algo, func(t *testing.T) {
 			es, ms := eps(1, 1, 1)
@@ -154,7 +154,7 @@ func TestPickersAvoidTried(t *testing.T) {
 }
 
 func TestEmptyPickerGivesNil(t *testing.T) {
-	for _, algo := range []string{"round_robin", "least_conn", "p2c", "random", "consistent_hash"} {
+	for _, algo := range []string{"round_robin", "least_conn", "p2c", "random", "consistent_hash", "maglev"} {
 		t.Run(algo, func(t *testing.T) {
 			if e := newPicker(algo, nil).Pick(1, nil); e != nil {
 				t.Errorf("got %s from an empty set", e.Addr)

@@ -41,6 +41,17 @@ type Hooks struct {
 	NewUpstream func(*Endpoint) Upstream
 	// CloseUpstream is called when a drained endpoint has nothing in flight.
 	CloseUpstream func(*Endpoint)
+	// Changed, when set, is called on the pool's goroutine after every
+	// rebuild (a set, health or override change): the state file's cue.
+	// It must not block.
+	Changed func()
+}
+
+// Saved is what a pool keeps across a restart: the set it serves (not
+// draining members) and each member's health. Read it with Pool.Saved.
+type Saved struct {
+	Set    []discovery.Backend
+	Health map[string]health.Saved
 }
 
 type snapshot struct {
@@ -51,6 +62,7 @@ type snapshot struct {
 	panic    bool
 	status   []BackendStatus
 	built    time.Time
+	saved    *Saved
 }
 
 // Pool is one pool's endpoints and its current picker. Picker and Status are
@@ -62,8 +74,9 @@ type Pool struct {
 	log   *slog.Logger
 	now   func() time.Time
 
-	snap atomic.Pointer[snapshot]
-	opts atomic.Pointer[Options]
+	snap       atomic.Pointer[snapshot]
+	opts       atomic.Pointer[Options]
+	hadBackend atomic.Bool // set on the first rebuild with an entry; never cleared
 	// Discovery freshness, written by the source's observer.
 	Discovery DiscoveryState
 	// disc is the DiscoveryState the running source reports to and Status
@@ -78,6 +91,7 @@ type Pool struct {
 	done    chan struct{}
 
 	// Owned by run.
+	restored  map[string]health.Saved // RestoreHealth's, used up by newEntry
 	entries   map[string]*entry
 	sourceGen int
 	stopSrc   context.CancelFunc
@@ -131,6 +145,16 @@ func NewPool(o *Options, hooks Hooks, m *metrics.Metrics, log *slog.Logger) *Poo
 	return p
 }
 
+// RestoreHealth gives the pool health saved by an earlier process, by
+// address: a backend that joins with a saved address starts from it (a
+// held-down one stays held until its saved end). Addresses that never join
+// are ignored. Call before Run.
+func (p *Pool) RestoreHealth(m map[string]health.Saved) { p.restored = m }
+
+// Saved returns the pool's state as of its last rebuild, for the state
+// file; nil before the first. Safe for concurrent use; do not modify it.
+func (p *Pool) Saved() *Saved { return p.snap.Load().saved }
+
 // Endpoints returns every endpoint of the pool, draining ones included, as
 // of the last rebuild. Safe for concurrent use; do not modify the slice.
 func (p *Pool) Endpoints() []*Endpoint { return p.snap.Load().all }
@@ -146,6 +170,13 @@ func (p *Pool) Routable() int { return p.snap.Load().routable }
 
 // Ready reports whether the pool has a backend to send traffic to.
 func (p *Pool) Ready() bool { s := p.snap.Load(); return s.routable > 0 || (s.panic && s.total > 0) }
+
+// HadBackend reports whether the pool has had at least one backend since it
+// started (a static member, a discovered one or one restored from a state
+// file), routable or not. A pool that never had one, such as a pool just
+// added whose DNS is dead, does not count against the instance's readiness.
+// Safe for concurrent use.
+func (p *Pool) HadBackend() bool { return p.hadBackend.Load() }
 
 // Options returns the pool's current options.
 func (p *Pool) Options() *Options { return p.opts.Load() }
@@ -333,6 +364,13 @@ func (p *Pool) newEntry(b discovery.Backend, o *Options, now time.Time, serving 
 		ep.Upstream = p.hooks.NewUpstream(ep)
 	}
 	e := &entry{ep: ep, backend: b, tr: health.NewTracker(o.Policy, now), state: health.Healthy}
+	if sv, ok := p.restored[b.Address]; ok {
+		delete(p.restored, b.Address)
+		e.tr.Restore(sv, now)
+		if st := e.tr.State(); st != health.Healthy {
+			p.log.Info("backend state restored", "backend", b.Address, "state", st.String(), "reason", e.tr.Reason())
+		}
+	}
 	// A new backend is routable at once but ramps over slow_start only when
 	// it joins an already serving pool.
 	if serving {
@@ -562,7 +600,28 @@ func (p *Pool) rebuild() {
 		panic:    panicMode,
 		status:   p.statusOf(now),
 		built:    now,
+		saved:    p.savedOf(),
 	})
+	// After the snapshot: a reader that sees hadBackend sees the set too.
+	if len(all) > 0 && !p.hadBackend.Load() {
+		p.hadBackend.Store(true)
+	}
+	if p.hooks.Changed != nil {
+		p.hooks.Changed()
+	}
+}
+
+func (p *Pool) savedOf() *Saved {
+	sv := &Saved{Health: make(map[string]health.Saved, len(p.entries))}
+	for addr, e := range p.entries {
+		if e.draining {
+			continue
+		}
+		sv.Set = append(sv.Set, e.backend)
+		sv.Health[addr] = e.tr.Save()
+	}
+	discovery.SortBackends(sv.Set)
+	return sv
 }
 
 // refreshStatus republishes the status view (reasons, counters) without

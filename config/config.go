@@ -5,7 +5,10 @@ package config
 
 // Config is the whole configuration file.
 type Config struct {
-	Admin      Admin      `yaml:"admin"`
+	Admin Admin `yaml:"admin"`
+	// StateFile, when set, is where holdfast keeps what survives a
+	// restart (last good sets, health, operator overrides); read at start.
+	StateFile  string     `yaml:"state_file"`
 	DrainDelay Duration   `yaml:"drain_delay"`
 	Resolvers  []Resolver `yaml:"resolvers"`
 	Listeners  []Listener `yaml:"listeners"`

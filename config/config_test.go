@@ -321,6 +321,8 @@ func TestParseRejects(t *testing.T) {
 		{"unknown balance", base + "pools: [{ name: p, balance: fastest, backends: [127.0.0.1:1] }]\n", "pools[0].balance", "unknown balance"},
 		{"bad hash key", base + "pools: [{ name: p, balance: consistent_hash, hash_key: \"header:\", backends: [127.0.0.1:1] }]\n",
 			"pools[0].hash_key", "bad hash_key"},
+		{"bad maglev hash key", base + "pools: [{ name: p, balance: maglev, hash_key: \"cookie:\", backends: [127.0.0.1:1] }]\n",
+			"pools[0].hash_key", "bad hash_key"},
 		{"negative duration", base + "pools: [{ name: p, backends: [127.0.0.1:1], slow_start: -1s }]\n", "pools[0].slow_start", "negative"},
 		{"weight out of range", base + "pools: [{ name: p, backends: [{ address: 127.0.0.1:1, weight: 0 }] }]\n",
 			"pools[0].backends[0].weight", "out of range"},
@@ -368,5 +370,20 @@ func TestLoadMissingFile(t *testing.T) {
 	_, err := config.Load(t.TempDir() + "/nope.yaml")
 	if err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Errorf("got %v, want an error naming the file", err)
+	}
+}
+
+func TestParseAcceptsMaglev(t *testing.T) {
+	cfg, err := config.Parse([]byte(`
+listeners:
+  - { name: web, listen: "127.0.0.1:0", pool: p }
+pools:
+  - { name: p, balance: maglev, hash_key: "header:X-User", backends: [127.0.0.1:9001, 127.0.0.1:9002] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := cfg.Pools[0]; p.Balance != "maglev" || p.HashKey != "header:X-User" {
+		t.Errorf("balance %q hash_key %q, want maglev and header:X-User", p.Balance, p.HashKey)
 	}
 }

@@ -12,7 +12,7 @@ import (
 // Balance algorithms.
 var balances = map[string]bool{
 	"round_robin": true, "least_conn": true, "p2c": true, "p2c_ewma": true,
-	"random": true, "consistent_hash": true,
+	"random": true, "consistent_hash": true, "maglev": true,
 }
 
 // Retry reasons accepted in retries.on.
@@ -241,9 +241,9 @@ func validate(c *Config, w *walker) {
 
 func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string]bool) {
 	if !balances[pl.Balance] {
-		w.errorf(p+".balance", "unknown balance %q (want round_robin, least_conn, p2c, p2c_ewma, random or consistent_hash)", pl.Balance)
+		w.errorf(p+".balance", "unknown balance %q (want round_robin, least_conn, p2c, p2c_ewma, random, consistent_hash or maglev)", pl.Balance)
 	}
-	if pl.Balance == "consistent_hash" {
+	if pl.Balance == "consistent_hash" || pl.Balance == "maglev" {
 		k := pl.HashKey
 		ok := k == "client_ip" ||
 			(strings.HasPrefix(k, "header:") && len(k) > len("header:")) ||

@@ -83,6 +83,12 @@ type DNS struct {
 	After func(time.Duration) <-chan time.Time
 	// Rand returns a float in [0,1) for jitter (default math/rand/v2).
 	Rand func() float64
+	// Seed, when not empty, is a last good set saved by an earlier process
+	// (the state file): Run publishes it at once, marked stale, before its
+	// first lookup, and LastGood guards it like any set DNS gave, so a
+	// restart during a DNS outage still serves and the first answer goes
+	// through the shrink guard. Set before Run.
+	Seed []Backend
 
 	cfg      DNSConfig
 	obs      Observer
@@ -181,6 +187,13 @@ func (d *DNS) Run(ctx context.Context, update func([]Backend)) error {
 		stat: "ok",
 	}
 	d.obs.Stale(false)
+	if len(d.Seed) > 0 {
+		seed := dedupe(slices.Clone(d.Seed))
+		st.lg.set = seed
+		st.setStale(true, d.Now())
+		update(slices.Clone(seed))
+		d.log.Info("serving the saved backend set until DNS answers", "pool", d.cfg.Pool, "name", d.cfg.Name, "backends", len(seed))
+	}
 	for {
 		wait := st.step(ctx, update)
 		if ctx.Err() != nil {

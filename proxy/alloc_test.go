@@ -24,6 +24,9 @@ func TestProxyRequestPathAllocs(t *testing.T) {
 		{name: "GET consistent_hash by client IP", opts: rigOptions{balance: "consistent_hash"}},
 		{name: "GET consistent_hash by header", opts: rigOptions{balance: "consistent_hash", hashHeader: "X-User"},
 			extra: func(r *fasthttp.Request) { r.Header.Set("X-User", "alice") }},
+		{name: "GET maglev by client IP", opts: rigOptions{balance: "maglev"}},
+		{name: "GET maglev by header", opts: rigOptions{balance: "maglev", hashHeader: "X-User"},
+			extra: func(r *fasthttp.Request) { r.Header.Set("X-User", "alice") }},
 		{name: "GET with hop-by-hop headers", opts: rigOptions{},
 			extra: func(r *fasthttp.Request) {
 				r.Header.Set("Connection", "keep-alive, X-Trace")

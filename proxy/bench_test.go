@@ -71,7 +71,7 @@ func newRig(tb testing.TB, o rigOptions) *rig {
 		ConnectTimeout: time.Second, ResponseTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	pool, m, log := newTestPool(tb, o.balance, set, up, nil)
 	tc := &TargetConfig{Retry: RetryPolicy{Attempts: 2, Budget: 0.2, OnConnectFailure: true, OnReset: true}, BufferBody: 64 << 10}
-	if o.balance == "consistent_hash" {
+	if o.balance == "consistent_hash" || o.balance == "maglev" {
 		tc.HashKind, tc.HashName = HashClientIP, ""
 		if o.hashHeader != "" {
 			tc.HashKind, tc.HashName = HashHeader, o.hashHeader

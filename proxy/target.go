@@ -40,7 +40,7 @@ func (p *RetryPolicy) onStatus(status int) bool {
 	return false
 }
 
-// HashKind says where consistent_hash takes its key.
+// HashKind says where consistent_hash and maglev take their key.
 type HashKind uint8
 
 // Hash key sources.
