@@ -267,7 +267,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			old.cfg = l
 			if old.http != nil {
 				old.http.SetRoutes(a.routes(l, targets))
-				old.http.SetAccessLog(l.AccessLog)
+				old.http.SetAccessLog(l.AccessLog.Enabled)
 				old.http.SetPolicy(httpPolicy(l, trust[l.Name]))
 			}
 			if old.tcp != nil {
@@ -426,7 +426,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
 			Park:      l.Timeouts.Park.D(),
 			Policy:    httpPolicy(l, trust),
-			AccessLog: l.AccessLog, Log: log, Metrics: a.m,
+			AccessLog: l.AccessLog.Enabled, Log: log, Metrics: a.m,
 		}, a.routes(l, targets))
 		rt.http = h
 		if len(l.TLS) > 0 {
