@@ -89,6 +89,7 @@ type listenerRT struct {
 	tcp   *proxy.TCP
 	certs *proxy.Certs              // TLS listeners: swapped on reload
 	pp    *proxy.ProxyProtoListener // proxy_protocol listeners: trust swapped on reload
+	acc   *proxy.AccessControl      // allow/deny: swapped on reload
 	done  chan struct{}
 }
 
@@ -189,6 +190,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 	// Trust lists, parsed once per listener (validated before; this only
 	// turns them into prefixes).
 	trust := map[string]proxy.TrustList{}
+	access := map[string]proxy.AccessList{}
 	for _, l := range cfg.Listeners {
 		t, err := proxy.ParseTrustList(l.TrustedProxies)
 		if err != nil {
@@ -196,6 +198,12 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			continue
 		}
 		trust[l.Name] = t
+		acl, err := proxy.ParseAccessList(l.Allow, l.Deny)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
+			continue
+		}
+		access[l.Name] = acl
 	}
 	if errs != nil {
 		return errs
@@ -279,6 +287,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			if old.pp != nil {
 				old.pp.SetTrusted(trust[l.Name])
 			}
+			old.acc.Set(access[l.Name])
 		}
 	}
 	// Listeners that moved or left drain in the background.
@@ -290,7 +299,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		go a.stopListener(old, old.cfg.Timeouts.Drain.D())
 	}
 	for _, b := range fresh {
-		a.listeners[b.cfg.Name] = a.serve(b, targets, trust[b.cfg.Name])
+		a.listeners[b.cfg.Name] = a.serve(b, targets, trust[b.cfg.Name], access[b.cfg.Name])
 	}
 	// Pools no longer referenced stop once their listeners are gone.
 	for name, rt := range a.pools {
@@ -395,14 +404,18 @@ func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy
 	return proxy.NewRoutes(l.Name, targets[l.Pool], rs, a.m)
 }
 
-func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.TrustList) *listenerRT {
+func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.TrustList, access proxy.AccessList) *listenerRT {
 	l := b.cfg
 	log := a.log.With("listener", l.Name)
+	// allow/deny is checked on the bare socket, before the PROXY header
+	// and TLS: a refused peer costs one accept and one close.
+	acc := proxy.NewAccessControl(access, a.m.ListenerRejected.WithLabelValues(l.Name, "denied"))
 	lim := proxy.NewLimitListener(b.ln, proxy.LimitOptions{
 		Name: l.Name, Max: l.MaxConnections, Cap: a.connCap,
 		Gauge: a.m.ListenerConns.WithLabelValues(l.Name), Metrics: a.m, Log: log,
+		Access: acc,
 	})
-	rt := &listenerRT{cfg: l, ln: lim, done: make(chan struct{})}
+	rt := &listenerRT{cfg: l, ln: lim, acc: acc, done: make(chan struct{})}
 	var ln net.Listener = lim
 	if l.ProxyProtocol {
 		// trusted_proxies decides whose header is believed; see
