@@ -399,7 +399,11 @@ func (a *App) startPool(p config.Pool, o *balancer.Options, tc *tls.Config) *poo
 func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy.Routes {
 	rs := make([]proxy.Route, len(l.Routes))
 	for i, r := range l.Routes {
-		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool]}
+		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool], StripPrefix: r.StripPrefix}
+		if rd := r.Redirect; rd != nil {
+			rs[i].Target = nil
+			rs[i].Redirect = &proxy.Redirect{Scheme: rd.Scheme, Host: rd.Host, Path: rd.Path, Code: rd.Code}
+		}
 	}
 	return proxy.NewRoutes(l.Name, targets[l.Pool], rs, a.m)
 }

@@ -369,12 +369,39 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	x.route = h.routes.Load().match(host, path)
+	if rd := x.route.redirect; rd != nil {
+		h.redirect(ctx, x, rd, host, uri)
+		return
+	}
+	if x.route.strip {
+		var sbuf [512]byte
+		np := append(x.route.stripped(sbuf[:0], path), query...)
+		hdr.SetRequestURIBytes(np)
+		uri = hdr.RequestURI()
+		path = uri[:len(uri)-len(query)]
+	}
 	t := x.route.target
 	if wantsUpgrade(hdr, pol) {
 		x.status = h.upgrade(ctx, t, x, pol)
 		return
 	}
 	h.proxy(ctx, t, x, client10, pol)
+}
+
+// redirect answers a redirect route's request with its Location. A body
+// the client sent is not read: the connection closes after the answer.
+func (h *HTTP) redirect(ctx *fasthttp.RequestCtx, x *exchange, rd *redirect, host, uri []byte) {
+	var lbuf [512]byte
+	loc := rd.appendLocation(lbuf[:0], ctx.IsTLS(), host, uri)
+	resp := &ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(rd.code)
+	resp.Header.SetBytesV("Location", loc)
+	resp.Header.SetContentLength(0)
+	x.status = rd.code
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 || cl == -1 {
+		x.closeAll, x.unread = true, true
+	}
 }
 
 // maxForwards applies Max-Forwards to OPTIONS and TRACE (RFC 9110
@@ -441,7 +468,6 @@ func (h *HTTP) refuse(ctx *fasthttp.RequestCtx, x *exchange, code int, msg strin
 }
 
 func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
-	t := x.route.target
 	backend := ""
 	if x.out.ep != nil {
 		backend = x.out.ep.Addr
@@ -469,7 +495,7 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 		tlsv = "tls"
 	}
 	h.opts.AccessLogger.Info("request",
-		"listener", h.opts.Name, "route", x.route.name, "pool", t.Name, "backend", backend,
+		"listener", h.opts.Name, "route", x.route.name, "pool", x.route.poolName(), "backend", backend,
 		"method", string(ctx.Method()), "host", string(ctx.Request.Header.Host()), "path", string(ctx.Request.Header.RequestURI()),
 		"proto", string(ctx.Request.Header.Protocol()), "status", x.status,
 		"bytes_in", ctx.Request.Header.ContentLength(), "bytes_out", ctx.Response.Header.ContentLength(),
