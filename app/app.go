@@ -328,11 +328,16 @@ func findListener(cfg *config.Config, name string) config.Listener {
 // httpPolicy is the part of a listener's request rules that a reload swaps
 // in place.
 func httpPolicy(l config.Listener, trust proxy.TrustList) proxy.Policy {
-	p := proxy.Policy{TrustedProxies: trust, KeepEncodedSlash: l.Path.EncodedSlash == "keep"}
+	p := proxy.Policy{TrustedProxies: trust, KeepEncodedSlash: l.Path.EncodedSlash == "keep",
+		RequestHeaders: headerRules(l.RequestHeaders), ResponseHeaders: headerRules(l.ResponseHeaders)}
 	for _, u := range l.Upgrades {
 		p.Upgrades = append(p.Upgrades, strings.ToLower(u))
 	}
 	return p
+}
+
+func headerRules(r config.HeaderRules) proxy.HeaderRules {
+	return proxy.HeaderRules{Set: r.Set, Add: r.Add, Remove: r.Remove}
 }
 
 func sameSocket(a, b config.Listener) bool {
@@ -399,7 +404,8 @@ func (a *App) startPool(p config.Pool, o *balancer.Options, tc *tls.Config) *poo
 func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy.Routes {
 	rs := make([]proxy.Route, len(l.Routes))
 	for i, r := range l.Routes {
-		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool], StripPrefix: r.StripPrefix}
+		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool], StripPrefix: r.StripPrefix,
+			RequestHeaders: headerRules(r.RequestHeaders), ResponseHeaders: headerRules(r.ResponseHeaders)}
 		if rd := r.Redirect; rd != nil {
 			rs[i].Target = nil
 			rs[i].Redirect = &proxy.Redirect{Scheme: rd.Scheme, Host: rd.Host, Path: rd.Path, Code: rd.Code}

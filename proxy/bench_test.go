@@ -35,6 +35,11 @@ type rigOptions struct {
 	balance    string
 	hashHeader string // consistent_hash key header; "" hashes the client IP
 	respHeader [][2]string
+	// policy is the listener's; route is the *.example.com/v1/ route's
+	// header rules (the one the rig's requests match).
+	policy    Policy
+	routeReq  HeaderRules
+	routeResp HeaderRules
 }
 
 func newRig(tb testing.TB, o rigOptions) *rig {
@@ -80,10 +85,10 @@ func newRig(tb testing.TB, o rigOptions) *rig {
 	target := NewTarget(pool, tc, m)
 	rt := NewRoutes("web", target, []Route{
 		{Host: "static.example.com", Target: target},
-		{Host: "*.example.com", PathPrefix: "/v1/", Target: target},
+		{Host: "*.example.com", PathPrefix: "/v1/", Target: target, RequestHeaders: o.routeReq, ResponseHeaders: o.routeResp},
 	}, m)
 	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, ReadTimeout: time.Minute,
-		WriteTimeout: time.Minute, IdleTimeout: time.Minute, Log: log, Metrics: m}, rt)
+		WriteTimeout: time.Minute, IdleTimeout: time.Minute, Log: log, Metrics: m, Policy: o.policy}, rt)
 	return &rig{h: h, pool: pool}
 }
 

@@ -58,6 +58,12 @@ type Policy struct {
 	Upgrades []string
 	// KeepEncodedSlash forwards %2F and %5C as they are instead of 400.
 	KeepEncodedSlash bool
+	// RequestHeaders and ResponseHeaders edit every request and response
+	// of the listener; a route's own rules apply after them.
+	RequestHeaders  HeaderRules
+	ResponseHeaders HeaderRules
+
+	reqOps, respOps *headerOps // compiled by SetPolicy
 }
 
 // HTTP is one HTTP listener's server. Safe for concurrent use; the routing
@@ -180,6 +186,8 @@ func (h *HTTP) SetPolicy(p Policy) {
 	if p.Upgrades == nil {
 		p.Upgrades = []string{"websocket"}
 	}
+	p.reqOps = compileHeaderRules(p.RequestHeaders)
+	p.respOps = compileHeaderRules(p.ResponseHeaders)
 	h.policy.Store(&p)
 }
 
@@ -273,6 +281,7 @@ type exchange struct {
 	flags    uint16
 	closeAll bool // close the client connection after the response
 	unread   bool // the request body was not read to its end: linger on close
+	ruled    bool // the response header rules were applied already
 }
 
 // serve proxies one request in place: ctx.Request goes upstream as it is
@@ -281,6 +290,9 @@ type exchange struct {
 func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	var x exchange
 	h.handle(ctx, &x)
+	if !x.ruled {
+		h.responseRules(ctx, &x)
+	}
 	if x.closeAll || h.draining.Load() {
 		ctx.SetConnectionClose()
 	}
@@ -401,6 +413,25 @@ func (h *HTTP) redirect(ctx *fasthttp.RequestCtx, x *exchange, rd *redirect, hos
 	x.status = rd.code
 	if cl := ctx.Request.Header.ContentLength(); cl > 0 || cl == -1 {
 		x.closeAll, x.unread = true, true
+	}
+}
+
+// requestRules applies the listener's request header rules, then the
+// route's: after hop-by-hop removal and the forwarding headers, so a rule
+// has the last word on every header it may touch.
+func (h *HTTP) requestRules(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) {
+	pol.reqOps.applyRequest(ctx)
+	x.route.reqOps.applyRequest(ctx)
+}
+
+// responseRules applies the listener's response header rules, then the
+// route's, to whatever answer goes out: a backend's, a redirect, or one
+// of holdfast's own errors.
+func (h *HTTP) responseRules(ctx *fasthttp.RequestCtx, x *exchange) {
+	x.ruled = true
+	h.policy.Load().respOps.applyResponse(ctx)
+	if x.route != nil {
+		x.route.respOps.applyResponse(ctx)
 	}
 }
 
@@ -531,6 +562,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	hdr.ResetConnectionClose()
 	hdr.Del(hdrExpect) // answered here (100 Continue) already
 	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), hdr.Host())
+	h.requestRules(ctx, x, pol)
 	hdr.SetNoDefaultContentType(true)
 	if client10 {
 		hdr.SetProtocolBytes(strHTTP11) // holdfast speaks HTTP/1.1 upstream
@@ -571,6 +603,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		x.status = x.out.status
 		resp.Header.ResetConnectionClose()
 		stripResponseHop(&resp.Header)
+		h.responseRules(ctx, x) // before closeDelimited writes the head
 		if client10 && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
 			h.closeDelimited(ctx)
 			x.closeAll = true

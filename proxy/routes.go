@@ -18,6 +18,9 @@ type Route struct {
 	Redirect *Redirect
 	// StripPrefix removes PathPrefix from the path sent upstream.
 	StripPrefix bool
+	// RequestHeaders and ResponseHeaders apply after the listener's.
+	RequestHeaders  HeaderRules
+	ResponseHeaders HeaderRules
 }
 
 // Redirect is where a redirect route sends clients. Empty Scheme and Host
@@ -47,6 +50,8 @@ type route struct {
 	redirect *redirect
 	// strip removes prefix from the path sent upstream.
 	strip bool
+	// reqOps and respOps are the route's header rules; nil: none.
+	reqOps, respOps *headerOps
 }
 
 // poolName is the route's pool for logs and metrics; "" for a redirect.
@@ -77,7 +82,8 @@ func NewRoutes(listener string, def *Target, rs []Route, m *metrics.Metrics) *Ro
 	out := &Routes{def: route{target: def, metrics: mk(def)}}
 	for _, r := range rs {
 		x := route{name: r.Host + r.PathPrefix, target: r.Target, metrics: mk(r.Target), prefix: []byte(r.PathPrefix),
-			strip: r.StripPrefix && r.PathPrefix != ""}
+			strip:  r.StripPrefix && r.PathPrefix != "",
+			reqOps: compileHeaderRules(r.RequestHeaders), respOps: compileHeaderRules(r.ResponseHeaders)}
 		if rd := r.Redirect; rd != nil {
 			x.redirect = &redirect{code: rd.Code, scheme: []byte(rd.Scheme), host: []byte(rd.Host), path: []byte(rd.Path)}
 			if x.redirect.code == 0 {
