@@ -329,7 +329,8 @@ func findListener(cfg *config.Config, name string) config.Listener {
 // in place.
 func httpPolicy(l config.Listener, trust proxy.TrustList) proxy.Policy {
 	p := proxy.Policy{TrustedProxies: trust, KeepEncodedSlash: l.Path.EncodedSlash == "keep",
-		RequestHeaders: headerRules(l.RequestHeaders), ResponseHeaders: headerRules(l.ResponseHeaders)}
+		RequestHeaders: headerRules(l.RequestHeaders), ResponseHeaders: headerRules(l.ResponseHeaders),
+		RequestID: l.RequestID}
 	for _, u := range l.Upgrades {
 		p.Upgrades = append(p.Upgrades, strings.ToLower(u))
 	}

@@ -1,9 +1,14 @@
 package app_test
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/holdfast-lb/holdfast/internal/testkit"
 )
@@ -88,4 +93,69 @@ pools: [{ name: p, health: { type: none }, backends: ["`+b.Addr+`"] }]
 			t.Errorf("redirect: %d, HSTS %q", resp.StatusCode, resp.Header.Get("Strict-Transport-Security"))
 		}
 	})
+}
+
+// roundTripFrom is rawRoundTrip from a given loopback source address.
+func roundTripFrom(t *testing.T, local, addr, raw string) *http.Response {
+	t.Helper()
+	d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp
+}
+
+// X-Request-ID: kept from a trusted proxy, generated for anyone else (a
+// client's own value replaced), unique, sent upstream.
+func TestRequestID(t *testing.T) {
+	b := startRawBackend(t, okBackend)
+	a := testkit.StartApp(t, `
+listeners:
+  - { name: web, listen: "127.0.0.1:0", pool: p, trusted_proxies: [127.0.0.2] }
+  - { name: off, listen: "127.0.0.1:0", pool: p, request_id: false }
+pools: [{ name: p, health: { type: none }, backends: ["`+b.Addr+`"] }]
+`)
+	waitReady(t, a)
+	hexID := regexp.MustCompile(`^[0-9a-f]{32}$`)
+	req := func(id string) string {
+		s := "GET / HTTP/1.1\r\nHost: x\r\n"
+		if id != "" {
+			s += "X-Request-ID: " + id + "\r\n"
+		}
+		return s + "\r\n"
+	}
+	web := a.ListenerAddr("web").String()
+	seen := map[string]bool{}
+	for _, from := range []string{"127.0.0.1", "127.0.0.1", "127.0.0.3"} {
+		roundTripFrom(t, from, web, req(""))
+		got := nextRequest(t, b).Header.Get("X-Request-ID")
+		if !hexID.MatchString(got) || seen[got] {
+			t.Errorf("from %s with none: backend saw %q, want a new 32-hex id", from, got)
+		}
+		seen[got] = true
+	}
+	roundTripFrom(t, "127.0.0.1", web, req("spoofed"))
+	if got := nextRequest(t, b).Header.Get("X-Request-ID"); got == "spoofed" || !hexID.MatchString(got) {
+		t.Errorf("untrusted client's id: backend saw %q, want it replaced", got)
+	}
+	roundTripFrom(t, "127.0.0.2", web, req("edge-42"))
+	if got := nextRequest(t, b).Header.Get("X-Request-ID"); got != "edge-42" {
+		t.Errorf("trusted proxy's id: backend saw %q, want edge-42", got)
+	}
+	roundTripFrom(t, "127.0.0.1", a.ListenerAddr("off").String(), req(""))
+	if got := nextRequest(t, b).Header.Get("X-Request-ID"); got != "" {
+		t.Errorf("request_id: false: backend saw %q, want none", got)
+	}
 }

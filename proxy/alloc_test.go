@@ -43,6 +43,8 @@ func TestProxyRequestPathAllocs(t *testing.T) {
 			routeResp: HeaderRules{Add: map[string]string{"X-Served-By": "holdfast"}}}},
 		{name: "GET with placeholder header rules", opts: rigOptions{
 			policy: Policy{RequestHeaders: HeaderRules{Set: map[string]string{"X-Client": "{client_ip} via {scheme}://{host}"}}}}},
+		{name: "GET with a generated request ID", opts: rigOptions{
+			policy: Policy{RequestID: true, ResponseHeaders: HeaderRules{Set: map[string]string{"X-Request-ID": "{request_id}"}}}}},
 		{name: "GET, backend answers with hop-by-hop headers", opts: rigOptions{respHeader: [][2]string{
 			{"Connection", "X-Internal"}, {"X-Internal", "1"}, {"Keep-Alive", "timeout=5"}}}},
 	}

@@ -45,6 +45,9 @@ type HTTPOptions struct {
 	AccessLogger *slog.Logger
 	Log          *slog.Logger
 	Metrics      *metrics.Metrics
+	// RequestIDs generates X-Request-ID values (Policy.RequestID); nil:
+	// one of the listener's own, with a crypto/rand prefix.
+	RequestIDs *RequestIDs
 }
 
 // Policy holds a listener's request rules that change on reload without a
@@ -62,6 +65,9 @@ type Policy struct {
 	// of the listener; a route's own rules apply after them.
 	RequestHeaders  HeaderRules
 	ResponseHeaders HeaderRules
+	// RequestID keeps X-Request-ID from TrustedProxies, else replaces it
+	// with a new one; it goes upstream and into the access log.
+	RequestID bool
 
 	reqOps, respOps *headerOps // compiled by SetPolicy
 }
@@ -86,6 +92,17 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	h := &HTTP{opts: o, log: o.Log}
 	if h.log == nil {
 		h.log = slog.Default()
+	}
+	if h.opts.RequestIDs == nil {
+		ids, err := NewRequestIDs(nil)
+		if err != nil {
+			// crypto/rand does not fail on Linux; a fixed prefix keeps
+			// IDs unique within the process all the same.
+			h.log.Warn("request ids without a random prefix", "err", err)
+			ids = &RequestIDs{}
+			copy(ids.prefix[:], "0000000000000000")
+		}
+		h.opts.RequestIDs = ids
 	}
 	h.SetPolicy(o.Policy)
 	if h.opts.HeaderTimeout <= 0 {
@@ -282,6 +299,25 @@ type exchange struct {
 	closeAll bool // close the client connection after the response
 	unread   bool // the request body was not read to its end: linger on close
 	ruled    bool // the response header rules were applied already
+	idLen    uint8
+	id       [maxRequestID]byte // the request's X-Request-ID (Policy.RequestID)
+}
+
+// requestID is the request's ID; empty when request_id is off.
+func (x *exchange) requestID() []byte { return x.id[:x.idLen] }
+
+// setRequestID keeps the X-Request-ID a trusted proxy sent, or sets a new
+// one, and notes it for the log and the {request_id} placeholder.
+func (h *HTTP) setRequestID(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) {
+	hdr := &ctx.Request.Header
+	if v := hdr.Peek(hdrRequestID); validRequestID(v) && pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())) {
+		x.idLen = uint8(copy(x.id[:], v))
+		return
+	}
+	id := h.opts.RequestIDs.Append(x.id[:0])
+	x.idLen = uint8(len(id))
+	hdr.Del(hdrRequestID)
+	hdr.SetBytesV(hdrRequestID, id)
 }
 
 // serve proxies one request in place: ctx.Request goes upstream as it is
@@ -359,6 +395,9 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		path, query = uri[:i], uri[i:]
 	}
 	pol := h.policy.Load()
+	if pol.RequestID {
+		h.setRequestID(ctx, x, pol)
+	}
 	if !(len(path) == 1 && path[0] == '*' && hdr.IsOptions()) {
 		var pbuf [512]byte
 		np, v := normalizePath(pbuf[:0], path, pol.KeepEncodedSlash)
@@ -420,8 +459,8 @@ func (h *HTTP) redirect(ctx *fasthttp.RequestCtx, x *exchange, rd *redirect, hos
 // route's: after hop-by-hop removal and the forwarding headers, so a rule
 // has the last word on every header it may touch.
 func (h *HTTP) requestRules(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) {
-	pol.reqOps.applyRequest(ctx)
-	x.route.reqOps.applyRequest(ctx)
+	pol.reqOps.applyRequest(ctx, x.requestID())
+	x.route.reqOps.applyRequest(ctx, x.requestID())
 }
 
 // responseRules applies the listener's response header rules, then the
@@ -429,9 +468,9 @@ func (h *HTTP) requestRules(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) 
 // of holdfast's own errors.
 func (h *HTTP) responseRules(ctx *fasthttp.RequestCtx, x *exchange) {
 	x.ruled = true
-	h.policy.Load().respOps.applyResponse(ctx)
+	h.policy.Load().respOps.applyResponse(ctx, x.requestID())
 	if x.route != nil {
-		x.route.respOps.applyResponse(ctx)
+		x.route.respOps.applyResponse(ctx, x.requestID())
 	}
 }
 
@@ -530,7 +569,7 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 		"method", string(ctx.Method()), "host", string(ctx.Request.Header.Host()), "path", string(ctx.Request.Header.RequestURI()),
 		"proto", string(ctx.Request.Header.Protocol()), "status", x.status,
 		"bytes_in", ctx.Request.Header.ContentLength(), "bytes_out", ctx.Response.Header.ContentLength(),
-		"client", ctx.RemoteIP().String(), "tls", tlsv, "user_agent", string(ctx.UserAgent()),
+		"client", ctx.RemoteIP().String(), "request_id", string(x.requestID()), "tls", tlsv, "user_agent", string(ctx.UserAgent()),
 		"attempts", x.out.attempts, "retry_reasons", reasons, "flags", flags,
 		"upstream_ms", float64(x.out.elapsed.Microseconds())/1000,
 		"duration_ms", float64(time.Since(ctx.Time()).Microseconds())/1000)

@@ -110,8 +110,8 @@ func compileOp(name, v string) headerOp {
 	return op
 }
 
-// expand appends op's value for ctx's request to b.
-func (op *headerOp) expand(b []byte, ctx *fasthttp.RequestCtx) []byte {
+// expand appends op's value for ctx's request, whose ID is id, to b.
+func (op *headerOp) expand(b []byte, ctx *fasthttp.RequestCtx, id []byte) []byte {
 	if op.parts == nil {
 		return append(b, op.value...)
 	}
@@ -122,7 +122,7 @@ func (op *headerOp) expand(b []byte, ctx *fasthttp.RequestCtx) []byte {
 		case phClientIP:
 			b = appendIP(b, ctx.RemoteIP())
 		case phRequestID:
-			b = append(b, ctx.Request.Header.Peek(hdrRequestID)...)
+			b = append(b, id...)
 		case phHost:
 			b = append(b, ctx.Request.Header.Host()...)
 		case phScheme:
@@ -138,7 +138,7 @@ func (op *headerOp) expand(b []byte, ctx *fasthttp.RequestCtx) []byte {
 
 // applyRequest edits the request header. It is written out twice, with
 // applyResponse, for the reason stripResponseHop gives.
-func (o *headerOps) applyRequest(ctx *fasthttp.RequestCtx) {
+func (o *headerOps) applyRequest(ctx *fasthttp.RequestCtx, id []byte) {
 	if o == nil {
 		return
 	}
@@ -154,7 +154,7 @@ func (o *headerOps) applyRequest(ctx *fasthttp.RequestCtx) {
 			hdr.SetBytesV(op.name, op.value)
 			continue
 		}
-		hdr.SetBytesV(op.name, op.expand(vbuf[:0], ctx))
+		hdr.SetBytesV(op.name, op.expand(vbuf[:0], ctx, id))
 	}
 	for i := range o.add {
 		op := &o.add[i]
@@ -162,12 +162,12 @@ func (o *headerOps) applyRequest(ctx *fasthttp.RequestCtx) {
 			hdr.AddBytesV(op.name, op.value)
 			continue
 		}
-		hdr.AddBytesV(op.name, op.expand(vbuf[:0], ctx))
+		hdr.AddBytesV(op.name, op.expand(vbuf[:0], ctx, id))
 	}
 }
 
 // applyResponse edits the response header.
-func (o *headerOps) applyResponse(ctx *fasthttp.RequestCtx) {
+func (o *headerOps) applyResponse(ctx *fasthttp.RequestCtx, id []byte) {
 	if o == nil {
 		return
 	}
@@ -183,7 +183,7 @@ func (o *headerOps) applyResponse(ctx *fasthttp.RequestCtx) {
 			hdr.SetBytesV(op.name, op.value)
 			continue
 		}
-		hdr.SetBytesV(op.name, op.expand(vbuf[:0], ctx))
+		hdr.SetBytesV(op.name, op.expand(vbuf[:0], ctx, id))
 	}
 	for i := range o.add {
 		op := &o.add[i]
@@ -191,6 +191,6 @@ func (o *headerOps) applyResponse(ctx *fasthttp.RequestCtx) {
 			hdr.AddBytesV(op.name, op.value)
 			continue
 		}
-		hdr.AddBytesV(op.name, op.expand(vbuf[:0], ctx))
+		hdr.AddBytesV(op.name, op.expand(vbuf[:0], ctx, id))
 	}
 }
