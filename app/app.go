@@ -407,6 +407,9 @@ func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy
 	for i, r := range l.Routes {
 		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool], StripPrefix: r.StripPrefix,
 			RequestHeaders: headerRules(r.RequestHeaders), ResponseHeaders: headerRules(r.ResponseHeaders)}
+		if rl := r.RateLimit; rl != nil {
+			rs[i].RateLimit = &proxy.RateLimit{Rate: rl.Rate, Burst: rl.Burst, Key: rl.Key}
+		}
 		if rd := r.Redirect; rd != nil {
 			rs[i].Target = nil
 			rs[i].Redirect = &proxy.Redirect{Scheme: rd.Scheme, Host: rd.Host, Path: rd.Path, Code: rd.Code}

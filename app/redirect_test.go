@@ -96,3 +96,35 @@ pools: [{ name: p, health: { type: none }, backends: ["`+b.Addr+`"] }]
 		})
 	}
 }
+
+// A route's rate_limit from the config: 429 with Retry-After once the
+// burst is spent, counted per listener and route; other routes unaffected.
+func TestRateLimitConfig(t *testing.T) {
+	b := startRawBackend(t, okBackend)
+	a := testkit.StartApp(t, `
+listeners:
+  - name: web
+    listen: "127.0.0.1:0"
+    pool: p
+    routes:
+      - { path_prefix: /api/, pool: p, rate_limit: { rate: 0.01, burst: 2, key: client_ip } }
+pools: [{ name: p, health: { type: none }, backends: ["`+b.Addr+`"] }]
+`)
+	waitReady(t, a)
+	addr := a.ListenerAddr("web").String()
+	for i, want := range []int{200, 200, 429} {
+		resp, _ := rawRoundTrip(t, addr, "GET /api/x HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp.StatusCode != want {
+			t.Fatalf("request %d: %d, want %d", i, resp.StatusCode, want)
+		}
+		if want == 429 && resp.Header.Get("Retry-After") != "100" {
+			t.Errorf("Retry-After %q, want 100 (one token at 0.01/s)", resp.Header.Get("Retry-After"))
+		}
+	}
+	if resp, _ := rawRoundTrip(t, addr, "GET /other HTTP/1.1\r\nHost: h\r\n\r\n"); resp.StatusCode != 200 {
+		t.Errorf("unlimited route: %d", resp.StatusCode)
+	}
+	if got := testkit.Metric(t, a.Registry(), "holdfast_rate_limited_total", map[string]string{"listener": "web", "route": "/api/"}); got != 1 {
+		t.Errorf("holdfast_rate_limited_total %v, want 1", got)
+	}
+}

@@ -285,10 +285,11 @@ const (
 	flagBodyNotRetried
 	flagLocalExhaustion
 	flagUpstreamFailed
+	flagRateLimited
 )
 
 var flagNames = [...]string{"no_backend", "upstream_timeout", "queue_timeout", "client_abort",
-	"bad_request", "body_not_retried", "local_exhaustion", "upstream_failed"}
+	"bad_request", "body_not_retried", "local_exhaustion", "upstream_failed", "rate_limited"}
 
 // exchange is one request's state across the handler's steps.
 type exchange struct {
@@ -420,6 +421,12 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	x.route = h.routes.Load().match(host, path)
+	if l := x.route.limit; l != nil {
+		if ok, wait := l.allow(ctx); !ok {
+			h.rateLimited(ctx, x, wait)
+			return
+		}
+	}
 	if rd := x.route.redirect; rd != nil {
 		h.redirect(ctx, x, rd, host, uri)
 		return
@@ -450,6 +457,19 @@ func (h *HTTP) redirect(ctx *fasthttp.RequestCtx, x *exchange, rd *redirect, hos
 	resp.Header.SetBytesV("Location", loc)
 	resp.Header.SetContentLength(0)
 	x.status = rd.code
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 || cl == -1 {
+		x.closeAll, x.unread = true, true
+	}
+}
+
+// rateLimited answers 429 with Retry-After: wait seconds.
+func (h *HTTP) rateLimited(ctx *fasthttp.RequestCtx, x *exchange, wait int) {
+	pool := x.route.poolName()
+	plain(ctx, fasthttp.StatusTooManyRequests, "429 Too Many Requests (pool "+pool+")\n")
+	var b [20]byte
+	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(b[:0], int64(wait), 10))
+	x.status = fasthttp.StatusTooManyRequests
+	x.flags |= flagRateLimited
 	if cl := ctx.Request.Header.ContentLength(); cl > 0 || cl == -1 {
 		x.closeAll, x.unread = true, true
 	}

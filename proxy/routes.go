@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/holdfast-lb/holdfast/metrics"
 )
 
@@ -21,6 +23,9 @@ type Route struct {
 	// RequestHeaders and ResponseHeaders apply after the listener's.
 	RequestHeaders  HeaderRules
 	ResponseHeaders HeaderRules
+	// RateLimit, when set, answers 429 to keys over their rate. Its
+	// buckets live as long as the routing table (a reload starts afresh).
+	RateLimit *RateLimit
 }
 
 // Redirect is where a redirect route sends clients. Empty Scheme and Host
@@ -52,6 +57,8 @@ type route struct {
 	strip bool
 	// reqOps and respOps are the route's header rules; nil: none.
 	reqOps, respOps *headerOps
+	// limit is the route's rate limit; nil: none.
+	limit *limiter
 }
 
 // poolName is the route's pool for logs and metrics; "" for a redirect.
@@ -84,6 +91,13 @@ func NewRoutes(listener string, def *Target, rs []Route, m *metrics.Metrics) *Ro
 		x := route{name: r.Host + r.PathPrefix, target: r.Target, metrics: mk(r.Target), prefix: []byte(r.PathPrefix),
 			strip:  r.StripPrefix && r.PathPrefix != "",
 			reqOps: compileHeaderRules(r.RequestHeaders), respOps: compileHeaderRules(r.ResponseHeaders)}
+		if r.RateLimit != nil {
+			var c prometheus.Counter
+			if m != nil {
+				c = m.RateLimited.WithLabelValues(listener, x.name)
+			}
+			x.limit = newLimiter(r.RateLimit, c)
+		}
 		if rd := r.Redirect; rd != nil {
 			x.redirect = &redirect{code: rd.Code, scheme: []byte(rd.Scheme), host: []byte(rd.Host), path: []byte(rd.Path)}
 			if x.redirect.code == 0 {
