@@ -276,6 +276,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			if old.http != nil {
 				old.http.SetRoutes(a.routes(l, targets))
 				old.http.SetAccessLog(l.AccessLog.Enabled)
+				old.http.SetAccessLogCombined(l.AccessLog.Format == "combined")
 				old.http.SetPolicy(httpPolicy(l, trust[l.Name]))
 			}
 			if old.tcp != nil {
@@ -453,7 +454,8 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
 			Park:      l.Timeouts.Park.D(),
 			Policy:    httpPolicy(l, trust),
-			AccessLog: l.AccessLog.Enabled, Log: log, Metrics: a.m,
+			AccessLog: l.AccessLog.Enabled, AccessLogCombined: l.AccessLog.Format == "combined",
+			Log: log, Metrics: a.m,
 		}, a.routes(l, targets))
 		rt.http = h
 		if len(l.TLS) > 0 {

@@ -43,8 +43,12 @@ type HTTPOptions struct {
 	// AccessLogger receives one JSON line per request when AccessLog is on;
 	// nil writes JSON to standard output, as SPEC.md says.
 	AccessLogger *slog.Logger
-	Log          *slog.Logger
-	Metrics      *metrics.Metrics
+	// AccessLogCombined writes the NCSA combined format instead of JSON,
+	// one line per request to AccessLogWriter (nil: standard output).
+	AccessLogCombined bool
+	AccessLogWriter   io.Writer
+	Log               *slog.Logger
+	Metrics           *metrics.Metrics
 	// RequestIDs generates X-Request-ID values (Policy.RequestID); nil:
 	// one of the listener's own, with a crypto/rand prefix.
 	RequestIDs *RequestIDs
@@ -80,6 +84,7 @@ type HTTP struct {
 	policy      atomic.Pointer[Policy]
 	srv         *fasthttp.Server
 	accessLogOn atomic.Bool
+	combined    atomic.Bool
 	draining    atomic.Bool
 	log         *slog.Logger
 	tunnels     tunnelSet // upgraded connections (websocket.go)
@@ -113,6 +118,10 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	}
 	h.routes.Store(rt)
 	h.accessLogOn.Store(o.AccessLog)
+	h.combined.Store(o.AccessLogCombined)
+	if h.opts.AccessLogWriter == nil {
+		h.opts.AccessLogWriter = os.Stdout
+	}
 	if h.opts.AccessLogger == nil {
 		h.opts.AccessLogger = slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	}
@@ -558,6 +567,10 @@ func (h *HTTP) refuse(ctx *fasthttp.RequestCtx, x *exchange, code int, msg strin
 }
 
 func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
+	if h.combined.Load() {
+		h.combinedLog(ctx, x)
+		return
+	}
 	backend := ""
 	if x.out.ep != nil {
 		backend = x.out.ep.Addr
@@ -855,3 +868,53 @@ func requestHash(ctx *fasthttp.RequestCtx, cfg *TargetConfig) uint64 {
 
 // SetAccessLog turns the access log on or off (reload).
 func (h *HTTP) SetAccessLog(on bool) { h.accessLogOn.Store(on) }
+
+// SetAccessLogCombined switches between JSON and the combined format
+// (reload).
+func (h *HTTP) SetAccessLogCombined(on bool) { h.combined.Store(on) }
+
+// combinedLog writes one NCSA combined line:
+// client - - [time] "METHOD target PROTO" status bytes "referer" "user-agent"
+func (h *HTTP) combinedLog(ctx *fasthttp.RequestCtx, x *exchange) {
+	var buf [1024]byte
+	b := appendIP(buf[:0], ctx.RemoteIP())
+	b = append(b, " - - ["...)
+	b = ctx.Time().AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = append(b, "] \""...)
+	b = appendLogQuoted(b, ctx.Method())
+	b = append(b, ' ')
+	b = appendLogQuoted(b, ctx.Request.Header.RequestURI())
+	b = append(b, ' ')
+	b = appendLogQuoted(b, ctx.Request.Header.Protocol())
+	b = append(b, "\" "...)
+	b = strconv.AppendInt(b, int64(x.status), 10)
+	b = append(b, ' ')
+	if n := ctx.Response.Header.ContentLength(); n > 0 {
+		b = strconv.AppendInt(b, int64(n), 10)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, " \""...)
+	b = appendLogQuoted(b, ctx.Request.Header.Referer())
+	b = append(b, "\" \""...)
+	b = appendLogQuoted(b, ctx.UserAgent())
+	b = append(b, "\"\n"...)
+	if _, err := h.opts.AccessLogWriter.Write(b); err != nil {
+		h.log.Debug("access log write failed", "err", err)
+	}
+}
+
+// appendLogQuoted appends v for a quoted log field: '"', '\\' and bytes
+// outside printable ASCII are escaped as \xHH, so a client cannot forge
+// a line.
+func appendLogQuoted(b, v []byte) []byte {
+	const hexd = "0123456789abcdef"
+	for _, c := range v {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			b = append(b, '\\', 'x', hexd[c>>4], hexd[c&0xf])
+			continue
+		}
+		b = append(b, c)
+	}
+	return b
+}
