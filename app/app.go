@@ -96,6 +96,7 @@ type listenerRT struct {
 	tcp   *proxy.TCP
 	certs *proxy.Certs              // TLS listeners: swapped on reload
 	pp    *proxy.ProxyProtoListener // proxy_protocol listeners: trust swapped on reload
+	acc   *proxy.AccessControl      // allow/deny: swapped on reload
 	done  chan struct{}
 }
 
@@ -216,6 +217,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 	// Trust lists, parsed once per listener (validated before; this only
 	// turns them into prefixes).
 	trust := map[string]proxy.TrustList{}
+	access := map[string]proxy.AccessList{}
 	for _, l := range cfg.Listeners {
 		t, err := proxy.ParseTrustList(l.TrustedProxies)
 		if err != nil {
@@ -223,6 +225,12 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			continue
 		}
 		trust[l.Name] = t
+		acl, err := proxy.ParseAccessList(l.Allow, l.Deny)
+		if err != nil {
+			errs = multierror.Append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
+			continue
+		}
+		access[l.Name] = acl
 	}
 	if errs != nil {
 		return errs
@@ -294,7 +302,8 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			old.cfg = l
 			if old.http != nil {
 				old.http.SetRoutes(a.routes(l, targets))
-				old.http.SetAccessLog(l.AccessLog)
+				old.http.SetAccessLog(l.AccessLog.Enabled)
+				old.http.SetAccessLogCombined(l.AccessLog.Format == "combined")
 				old.http.SetPolicy(httpPolicy(l, trust[l.Name]))
 			}
 			if old.tcp != nil {
@@ -306,6 +315,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 			if old.pp != nil {
 				old.pp.SetTrusted(trust[l.Name])
 			}
+			old.acc.Set(access[l.Name])
 		}
 	}
 	// Listeners that moved or left drain in the background.
@@ -317,7 +327,7 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		go a.stopListener(old, old.cfg.Timeouts.Drain.D())
 	}
 	for _, b := range fresh {
-		a.listeners[b.cfg.Name] = a.serve(b, targets, trust[b.cfg.Name])
+		a.listeners[b.cfg.Name] = a.serve(b, targets, trust[b.cfg.Name], access[b.cfg.Name])
 	}
 	// Pools no longer referenced stop once their listeners are gone.
 	for name, rt := range a.pools {
@@ -346,11 +356,17 @@ func findListener(cfg *config.Config, name string) config.Listener {
 // httpPolicy is the part of a listener's request rules that a reload swaps
 // in place.
 func httpPolicy(l config.Listener, trust proxy.TrustList) proxy.Policy {
-	p := proxy.Policy{TrustedProxies: trust, KeepEncodedSlash: l.Path.EncodedSlash == "keep"}
+	p := proxy.Policy{TrustedProxies: trust, KeepEncodedSlash: l.Path.EncodedSlash == "keep",
+		RequestHeaders: headerRules(l.RequestHeaders), ResponseHeaders: headerRules(l.ResponseHeaders),
+		RequestID: l.RequestID}
 	for _, u := range l.Upgrades {
 		p.Upgrades = append(p.Upgrades, strings.ToLower(u))
 	}
 	return p
+}
+
+func headerRules(r config.HeaderRules) proxy.HeaderRules {
+	return proxy.HeaderRules{Set: r.Set, Add: r.Add, Remove: r.Remove}
 }
 
 func sameSocket(a, b config.Listener) bool {
@@ -421,19 +437,31 @@ func (a *App) startPool(p config.Pool, o *balancer.Options, tc *tls.Config) *poo
 func (a *App) routes(l config.Listener, targets map[string]*proxy.Target) *proxy.Routes {
 	rs := make([]proxy.Route, len(l.Routes))
 	for i, r := range l.Routes {
-		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool]}
+		rs[i] = proxy.Route{Host: r.Host, PathPrefix: r.PathPrefix, Target: targets[r.Pool], StripPrefix: r.StripPrefix,
+			RequestHeaders: headerRules(r.RequestHeaders), ResponseHeaders: headerRules(r.ResponseHeaders)}
+		if rl := r.RateLimit; rl != nil {
+			rs[i].RateLimit = &proxy.RateLimit{Rate: rl.Rate, Burst: rl.Burst, Key: rl.Key}
+		}
+		if rd := r.Redirect; rd != nil {
+			rs[i].Target = nil
+			rs[i].Redirect = &proxy.Redirect{Scheme: rd.Scheme, Host: rd.Host, Path: rd.Path, Code: rd.Code}
+		}
 	}
 	return proxy.NewRoutes(l.Name, targets[l.Pool], rs, a.m)
 }
 
-func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.TrustList) *listenerRT {
+func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.TrustList, access proxy.AccessList) *listenerRT {
 	l := b.cfg
 	log := a.log.With("listener", l.Name)
+	// allow/deny is checked on the bare socket, before the PROXY header
+	// and TLS: a refused peer costs one accept and one close.
+	acc := proxy.NewAccessControl(access, a.m.ListenerRejected.WithLabelValues(l.Name, "denied"))
 	lim := proxy.NewLimitListener(b.ln, proxy.LimitOptions{
 		Name: l.Name, Max: l.MaxConnections, Cap: a.connCap,
 		Gauge: a.m.ListenerConns.WithLabelValues(l.Name), Metrics: a.m, Log: log,
+		Access: acc,
 	})
-	rt := &listenerRT{cfg: l, ln: lim, done: make(chan struct{})}
+	rt := &listenerRT{cfg: l, ln: lim, acc: acc, done: make(chan struct{})}
 	var ln net.Listener = lim
 	if l.ProxyProtocol {
 		// trusted_proxies decides whose header is believed; see
@@ -457,7 +485,8 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
 			Park:      l.Timeouts.Park.D(),
 			Policy:    httpPolicy(l, trust),
-			AccessLog: l.AccessLog, Log: log, Metrics: a.m,
+			AccessLog: l.AccessLog.Enabled, AccessLogCombined: l.AccessLog.Format == "combined",
+			Log: log, Metrics: a.m,
 		}, a.routes(l, targets))
 		rt.http = h
 		if len(l.TLS) > 0 {

@@ -35,29 +35,49 @@ type Resolver struct {
 
 // Listener is a traffic listener.
 type Listener struct {
-	Name           string           `yaml:"name"`
-	Listen         string           `yaml:"listen"`
-	Protocol       string           `yaml:"protocol"`
-	Pool           string           `yaml:"pool"`
-	Routes         []Route          `yaml:"routes"`
-	ProxyProtocol  bool             `yaml:"proxy_protocol"`
-	TrustedProxies []string         `yaml:"trusted_proxies"`
-	Upgrades       []string         `yaml:"upgrades"`
-	Path           PathRules        `yaml:"path"`
-	Freebind       bool             `yaml:"freebind"`
-	TLS            []TLSCert        `yaml:"tls"`
-	MaxConnections int              `yaml:"max_connections"`
-	MaxHeaderBytes Size             `yaml:"max_header_bytes"`
-	MaxBodyBytes   Size             `yaml:"max_body_bytes"`
-	AccessLog      bool             `yaml:"access_log"`
-	Timeouts       ListenerTimeouts `yaml:"timeouts"`
+	Name           string    `yaml:"name"`
+	Listen         string    `yaml:"listen"`
+	Protocol       string    `yaml:"protocol"`
+	Pool           string    `yaml:"pool"`
+	Routes         []Route   `yaml:"routes"`
+	ProxyProtocol  bool      `yaml:"proxy_protocol"`
+	TrustedProxies []string  `yaml:"trusted_proxies"`
+	Upgrades       []string  `yaml:"upgrades"`
+	Path           PathRules `yaml:"path"`
+	Freebind       bool      `yaml:"freebind"`
+	TLS            []TLSCert `yaml:"tls"`
+	MaxConnections int       `yaml:"max_connections"`
+	MaxHeaderBytes Size      `yaml:"max_header_bytes"`
+	MaxBodyBytes   Size      `yaml:"max_body_bytes"`
+	// AccessLog is false, true or {format: json|combined}.
+	AccessLog AccessLog        `yaml:"access_log"`
+	Timeouts  ListenerTimeouts `yaml:"timeouts"`
+	// RequestID keeps X-Request-ID from a trusted proxy, else generates
+	// one; it is logged and sent upstream. Default true.
+	RequestID bool `yaml:"request_id"`
+	// Allow and Deny are CIDRs checked when a connection is accepted;
+	// an empty Allow lets everyone in, and Deny wins over Allow.
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+	// RequestHeaders apply to every request; a route's own rules after.
+	RequestHeaders HeaderRules `yaml:"request_headers"`
+	// ResponseHeaders apply to every response; a route's own rules after.
+	ResponseHeaders HeaderRules `yaml:"response_headers"`
 }
 
 // Route sends matching HTTP requests to a pool. Host is exact or "*.suffix".
 type Route struct {
 	Host       string `yaml:"host"`
 	PathPrefix string `yaml:"path_prefix"`
-	Pool       string `yaml:"pool"`
+	// Pool is where matching requests go; a Redirect route has none.
+	Pool string `yaml:"pool"`
+	// Redirect answers matching requests with a redirect.
+	Redirect *Redirect `yaml:"redirect"`
+	// StripPrefix removes PathPrefix from the path sent upstream.
+	StripPrefix     bool        `yaml:"strip_prefix"`
+	RequestHeaders  HeaderRules `yaml:"request_headers"`
+	ResponseHeaders HeaderRules `yaml:"response_headers"`
+	RateLimit       *RateLimit  `yaml:"rate_limit"`
 }
 
 // TLSCert is one certificate; the listener picks by SNI.

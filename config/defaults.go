@@ -63,6 +63,25 @@ func applyDefaults(c *Config, w *walker) {
 		setDur(w, p+".timeouts.idle", &l.Timeouts.Idle, 90*time.Second)
 		setDur(w, p+".timeouts.drain", &l.Timeouts.Drain, 30*time.Second)
 		setDur(w, p+".timeouts.park", &l.Timeouts.Park, 100*time.Millisecond)
+		if !w.has(p + ".request_id") {
+			l.RequestID = l.Protocol == "http"
+		}
+		if l.AccessLog.Format == "" {
+			l.AccessLog.Format = "json"
+		}
+		for j := range l.Routes {
+			r := &l.Routes[j]
+			rp := fmt.Sprintf("%s.routes[%d]", p, j)
+			if r.Redirect != nil {
+				setInt(w, rp+".redirect.code", &r.Redirect.Code, 302)
+			}
+			if rl := r.RateLimit; rl != nil {
+				setStr(w, rp+".rate_limit.key", &rl.Key, "client_ip")
+				if !w.has(rp + ".rate_limit.burst") {
+					rl.Burst = max(1, int(rl.Rate+0.999999))
+				}
+			}
+		}
 	}
 	for i := range c.Pools {
 		pl := &c.Pools[i]

@@ -178,6 +178,8 @@ func validate(c *Config, w *walker) {
 				w.errorf(rp+".host", "wildcard hosts must look like *.example.com")
 			}
 			switch {
+			case r.Redirect != nil:
+				// answered by holdfast; validatePolicy checks it
 			case r.Pool == "":
 				w.errorf(rp+".pool", "missing pool")
 			case !pools[r.Pool]:
@@ -222,6 +224,7 @@ func validate(c *Config, w *walker) {
 		if l.Protocol == "tcp" && len(l.TrustedProxies) > 0 && !l.ProxyProtocol {
 			w.errorf(p+".trusted_proxies", "on a tcp listener it applies to the PROXY header only; set proxy_protocol: true")
 		}
+		validatePolicy(w, p, &l)
 		switch l.Path.EncodedSlash {
 		case "reject", "keep":
 		default:

@@ -34,6 +34,7 @@ type Metrics struct {
 	ListenerIdle      *prometheus.GaugeVec
 	ListenerRejected  *prometheus.CounterVec
 	ListenerAcceptErr *prometheus.CounterVec
+	RateLimited       *prometheus.CounterVec
 
 	inflightSource atomic.Pointer[func(set func(pool, backend string, v float64))]
 }
@@ -109,12 +110,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Client connections or requests refused, by reason (denied, proxy_untrusted, max_connections, bad_request, ...)."}, []string{"listener", "reason"}),
 		ListenerAcceptErr: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "listener_accept_errors_total",
 			Help: "Failed accepts (EMFILE, ENFILE, ENOBUFS, ...), by reason; the listener pauses and resumes."}, []string{"listener", "reason"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_total",
+			Help: "Requests answered 429 by a route's rate_limit."}, []string{"listener", "route"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendOverride, m.BackendRequests,
 			&syncedGauge{vec: m.BackendInflight, sync: &m.inflightSource}, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
 			m.DiscoveryLookups, m.DiscoveryQueries, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
-			m.Reloads, m.ReloadFailures, m.ListenerConns, m.ListenerIdle, m.ListenerRejected, m.ListenerAcceptErr)
+			m.Reloads, m.ReloadFailures, m.ListenerConns, m.ListenerIdle, m.ListenerRejected, m.ListenerAcceptErr, m.RateLimited)
 	}
 	return m
 }

@@ -54,6 +54,10 @@ type LimitOptions struct {
 	// Log gets one line when accepts start failing and one when they
 	// work again; nil: slog.Default.
 	Log *slog.Logger
+	// Access, when set, refuses peers outside the listener's allow/deny
+	// lists: each is closed as soon as it is accepted and never counts
+	// as an open connection.
+	Access *AccessControl
 }
 
 // ConnCap bounds the client connections open in the whole process, so that

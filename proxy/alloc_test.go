@@ -40,6 +40,19 @@ func TestProxyRequestPathAllocs(t *testing.T) {
 				r.Header.SetMethod(fasthttp.MethodPost)
 				r.SetBodyString(`{"name":"alice"}`)
 			}},
+		{name: "GET with two header rules", opts: rigOptions{
+			policy:    Policy{ResponseHeaders: HeaderRules{Set: map[string]string{"Strict-Transport-Security": "max-age=31536000"}}},
+			routeReq:  HeaderRules{Remove: []string{"x-internal"}},
+			routeResp: HeaderRules{Add: map[string]string{"X-Served-By": "holdfast"}}}},
+		{name: "GET with placeholder header rules", opts: rigOptions{
+			policy: Policy{RequestHeaders: HeaderRules{Set: map[string]string{"X-Client": "{client_ip} via {scheme}://{host}"}}}}},
+		{name: "GET with two header rules and a rate limit", opts: rigOptions{
+			policy:    Policy{ResponseHeaders: HeaderRules{Set: map[string]string{"Strict-Transport-Security": "max-age=31536000"}}},
+			routeReq:  HeaderRules{Remove: []string{"x-internal"}},
+			routeRate: &RateLimit{Rate: 1e9, Burst: 1 << 20, Key: "header:X-Api-Key"}},
+			extra: func(r *fasthttp.Request) { r.Header.Set("X-Api-Key", "k1") }},
+		{name: "GET with a generated request ID", opts: rigOptions{
+			policy: Policy{RequestID: true, ResponseHeaders: HeaderRules{Set: map[string]string{"X-Request-ID": "{request_id}"}}}}},
 		{name: "GET, backend answers with hop-by-hop headers", opts: rigOptions{respHeader: [][2]string{
 			{"Connection", "X-Internal"}, {"X-Internal", "1"}, {"Keep-Alive", "timeout=5"}}}},
 	}

@@ -33,6 +33,7 @@ const (
 	hdrKeepAlive   = "Keep-Alive"
 	hdrProxyConn   = "Proxy-Connection"
 	hdrTrailerName = "Trailer"
+	hdrRequestID   = "X-Request-ID"
 )
 
 // hopHeaders are removed in both directions (RFC 9110 §7.6.1), beside

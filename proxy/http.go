@@ -43,8 +43,15 @@ type HTTPOptions struct {
 	// AccessLogger receives one JSON line per request when AccessLog is on;
 	// nil writes JSON to standard output, as SPEC.md says.
 	AccessLogger *slog.Logger
-	Log          *slog.Logger
-	Metrics      *metrics.Metrics
+	// AccessLogCombined writes the NCSA combined format instead of JSON,
+	// one line per request to AccessLogWriter (nil: standard output).
+	AccessLogCombined bool
+	AccessLogWriter   io.Writer
+	Log               *slog.Logger
+	Metrics           *metrics.Metrics
+	// RequestIDs generates X-Request-ID values (Policy.RequestID); nil:
+	// one of the listener's own, with a crypto/rand prefix.
+	RequestIDs *RequestIDs
 }
 
 // Policy holds a listener's request rules that change on reload without a
@@ -58,6 +65,15 @@ type Policy struct {
 	Upgrades []string
 	// KeepEncodedSlash forwards %2F and %5C as they are instead of 400.
 	KeepEncodedSlash bool
+	// RequestHeaders and ResponseHeaders edit every request and response
+	// of the listener; a route's own rules apply after them.
+	RequestHeaders  HeaderRules
+	ResponseHeaders HeaderRules
+	// RequestID keeps X-Request-ID from TrustedProxies, else replaces it
+	// with a new one; it goes upstream and into the access log.
+	RequestID bool
+
+	reqOps, respOps *headerOps // compiled by SetPolicy
 }
 
 // HTTP is one HTTP listener's server. Safe for concurrent use; the routing
@@ -68,6 +84,7 @@ type HTTP struct {
 	policy      atomic.Pointer[Policy]
 	srv         *fasthttp.Server
 	accessLogOn atomic.Bool
+	combined    atomic.Bool
 	draining    atomic.Bool
 	log         *slog.Logger
 	tunnels     tunnelSet // upgraded connections (websocket.go)
@@ -81,6 +98,17 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
+	if h.opts.RequestIDs == nil {
+		ids, err := NewRequestIDs(nil)
+		if err != nil {
+			// crypto/rand does not fail on Linux; a fixed prefix keeps
+			// IDs unique within the process all the same.
+			h.log.Warn("request ids without a random prefix", "err", err)
+			ids = &RequestIDs{}
+			copy(ids.prefix[:], "0000000000000000")
+		}
+		h.opts.RequestIDs = ids
+	}
 	h.SetPolicy(o.Policy)
 	if h.opts.HeaderTimeout <= 0 {
 		h.opts.HeaderTimeout = o.ReadTimeout
@@ -90,6 +118,10 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	}
 	h.routes.Store(rt)
 	h.accessLogOn.Store(o.AccessLog)
+	h.combined.Store(o.AccessLogCombined)
+	if h.opts.AccessLogWriter == nil {
+		h.opts.AccessLogWriter = os.Stdout
+	}
 	if h.opts.AccessLogger == nil {
 		h.opts.AccessLogger = slog.New(slog.NewJSONHandler(os.Stdout, nil))
 	}
@@ -181,6 +213,8 @@ func (h *HTTP) SetPolicy(p Policy) {
 	if p.Upgrades == nil {
 		p.Upgrades = []string{"websocket"}
 	}
+	p.reqOps = compileHeaderRules(p.RequestHeaders)
+	p.respOps = compileHeaderRules(p.ResponseHeaders)
 	h.policy.Store(&p)
 }
 
@@ -261,10 +295,11 @@ const (
 	flagBodyNotRetried
 	flagLocalExhaustion
 	flagUpstreamFailed
+	flagRateLimited
 )
 
 var flagNames = [...]string{"no_backend", "upstream_timeout", "queue_timeout", "client_abort",
-	"bad_request", "body_not_retried", "local_exhaustion", "upstream_failed"}
+	"bad_request", "body_not_retried", "local_exhaustion", "upstream_failed", "rate_limited"}
 
 // exchange is one request's state across the handler's steps.
 type exchange struct {
@@ -274,6 +309,26 @@ type exchange struct {
 	flags    uint16
 	closeAll bool // close the client connection after the response
 	unread   bool // the request body was not read to its end: linger on close
+	ruled    bool // the response header rules were applied already
+	idLen    uint8
+	id       [maxRequestID]byte // the request's X-Request-ID (Policy.RequestID)
+}
+
+// requestID is the request's ID; empty when request_id is off.
+func (x *exchange) requestID() []byte { return x.id[:x.idLen] }
+
+// setRequestID keeps the X-Request-ID a trusted proxy sent, or sets a new
+// one, and notes it for the log and the {request_id} placeholder.
+func (h *HTTP) setRequestID(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) {
+	hdr := &ctx.Request.Header
+	if v := hdr.Peek(hdrRequestID); validRequestID(v) && pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())) {
+		x.idLen = uint8(copy(x.id[:], v))
+		return
+	}
+	id := h.opts.RequestIDs.Append(x.id[:0])
+	x.idLen = uint8(len(id))
+	hdr.Del(hdrRequestID)
+	hdr.SetBytesV(hdrRequestID, id)
 }
 
 // serve proxies one request in place: ctx.Request goes upstream as it is
@@ -282,6 +337,9 @@ type exchange struct {
 func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	var x exchange
 	h.handle(ctx, &x)
+	if !x.ruled {
+		h.responseRules(ctx, &x)
+	}
 	if x.closeAll || h.draining.Load() {
 		ctx.SetConnectionClose()
 	}
@@ -348,6 +406,9 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		path, query = uri[:i], uri[i:]
 	}
 	pol := h.policy.Load()
+	if pol.RequestID {
+		h.setRequestID(ctx, x, pol)
+	}
 	if !(len(path) == 1 && path[0] == '*' && hdr.IsOptions()) {
 		var pbuf [512]byte
 		np, v := normalizePath(pbuf[:0], path, pol.KeepEncodedSlash)
@@ -370,12 +431,77 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		return
 	}
 	x.route = h.routes.Load().match(host, path)
+	if l := x.route.limit; l != nil {
+		if ok, wait := l.allow(ctx); !ok {
+			h.rateLimited(ctx, x, wait)
+			return
+		}
+	}
+	if rd := x.route.redirect; rd != nil {
+		h.redirect(ctx, x, rd, host, uri)
+		return
+	}
+	if x.route.strip {
+		var sbuf [512]byte
+		np := append(x.route.stripped(sbuf[:0], path), query...)
+		hdr.SetRequestURIBytes(np)
+		uri = hdr.RequestURI()
+		path = uri[:len(uri)-len(query)]
+	}
 	t := x.route.target
 	if wantsUpgrade(hdr, pol) {
 		x.status = h.upgrade(ctx, t, x, pol)
 		return
 	}
 	h.proxy(ctx, t, x, client10, pol)
+}
+
+// redirect answers a redirect route's request with its Location. A body
+// the client sent is not read: the connection closes after the answer.
+func (h *HTTP) redirect(ctx *fasthttp.RequestCtx, x *exchange, rd *redirect, host, uri []byte) {
+	var lbuf [512]byte
+	loc := rd.appendLocation(lbuf[:0], ctx.IsTLS(), host, uri)
+	resp := &ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(rd.code)
+	resp.Header.SetBytesV("Location", loc)
+	resp.Header.SetContentLength(0)
+	x.status = rd.code
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 || cl == -1 {
+		x.closeAll, x.unread = true, true
+	}
+}
+
+// rateLimited answers 429 with Retry-After: wait seconds.
+func (h *HTTP) rateLimited(ctx *fasthttp.RequestCtx, x *exchange, wait int) {
+	pool := x.route.poolName()
+	plain(ctx, fasthttp.StatusTooManyRequests, "429 Too Many Requests (pool "+pool+")\n")
+	var b [20]byte
+	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(b[:0], int64(wait), 10))
+	x.status = fasthttp.StatusTooManyRequests
+	x.flags |= flagRateLimited
+	if cl := ctx.Request.Header.ContentLength(); cl > 0 || cl == -1 {
+		x.closeAll, x.unread = true, true
+	}
+}
+
+// requestRules applies the listener's request header rules, then the
+// route's: after hop-by-hop removal and the forwarding headers, so a rule
+// has the last word on every header it may touch.
+func (h *HTTP) requestRules(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) {
+	pol.reqOps.applyRequest(ctx, x.requestID())
+	x.route.reqOps.applyRequest(ctx, x.requestID())
+}
+
+// responseRules applies the listener's response header rules, then the
+// route's, to whatever answer goes out: a backend's, a redirect, or one
+// of holdfast's own errors.
+func (h *HTTP) responseRules(ctx *fasthttp.RequestCtx, x *exchange) {
+	x.ruled = true
+	h.policy.Load().respOps.applyResponse(ctx, x.requestID())
+	if x.route != nil {
+		x.route.respOps.applyResponse(ctx, x.requestID())
+	}
 }
 
 // maxForwards applies Max-Forwards to OPTIONS and TRACE (RFC 9110
@@ -442,7 +568,10 @@ func (h *HTTP) refuse(ctx *fasthttp.RequestCtx, x *exchange, code int, msg strin
 }
 
 func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
-	t := x.route.target
+	if h.combined.Load() {
+		h.combinedLog(ctx, x)
+		return
+	}
 	backend := ""
 	if x.out.ep != nil {
 		backend = x.out.ep.Addr
@@ -470,11 +599,11 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 		tlsv = "tls"
 	}
 	h.opts.AccessLogger.Info("request",
-		"listener", h.opts.Name, "route", x.route.name, "pool", t.Name, "backend", backend,
+		"listener", h.opts.Name, "route", x.route.name, "pool", x.route.poolName(), "backend", backend,
 		"method", string(ctx.Method()), "host", string(ctx.Request.Header.Host()), "path", string(ctx.Request.Header.RequestURI()),
 		"proto", string(ctx.Request.Header.Protocol()), "status", x.status,
 		"bytes_in", ctx.Request.Header.ContentLength(), "bytes_out", ctx.Response.Header.ContentLength(),
-		"client", ctx.RemoteIP().String(), "tls", tlsv, "user_agent", string(ctx.UserAgent()),
+		"client", ctx.RemoteIP().String(), "request_id", string(x.requestID()), "tls", tlsv, "user_agent", string(ctx.UserAgent()),
 		"attempts", x.out.attempts, "retry_reasons", reasons, "flags", flags,
 		"upstream_ms", float64(x.out.elapsed.Microseconds())/1000,
 		"duration_ms", float64(time.Since(ctx.Time()).Microseconds())/1000)
@@ -506,6 +635,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	hdr.ResetConnectionClose()
 	hdr.Del(hdrExpect) // answered here (100 Continue) already
 	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), hdr.Host())
+	h.requestRules(ctx, x, pol)
 	hdr.SetNoDefaultContentType(true)
 	if client10 {
 		hdr.SetProtocolBytes(strHTTP11) // holdfast speaks HTTP/1.1 upstream
@@ -546,6 +676,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		x.status = x.out.status
 		resp.Header.ResetConnectionClose()
 		stripResponseHop(&resp.Header)
+		h.responseRules(ctx, x) // before closeDelimited writes the head
 		if client10 && resp.IsBodyStream() && resp.Header.ContentLength() < 0 {
 			h.closeDelimited(ctx)
 			x.closeAll = true
@@ -738,3 +869,53 @@ func requestHash(ctx *fasthttp.RequestCtx, cfg *TargetConfig) uint64 {
 
 // SetAccessLog turns the access log on or off (reload).
 func (h *HTTP) SetAccessLog(on bool) { h.accessLogOn.Store(on) }
+
+// SetAccessLogCombined switches between JSON and the combined format
+// (reload).
+func (h *HTTP) SetAccessLogCombined(on bool) { h.combined.Store(on) }
+
+// combinedLog writes one NCSA combined line:
+// client - - [time] "METHOD target PROTO" status bytes "referer" "user-agent"
+func (h *HTTP) combinedLog(ctx *fasthttp.RequestCtx, x *exchange) {
+	var buf [1024]byte
+	b := appendIP(buf[:0], ctx.RemoteIP())
+	b = append(b, " - - ["...)
+	b = ctx.Time().AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
+	b = append(b, "] \""...)
+	b = appendLogQuoted(b, ctx.Method())
+	b = append(b, ' ')
+	b = appendLogQuoted(b, ctx.Request.Header.RequestURI())
+	b = append(b, ' ')
+	b = appendLogQuoted(b, ctx.Request.Header.Protocol())
+	b = append(b, "\" "...)
+	b = strconv.AppendInt(b, int64(x.status), 10)
+	b = append(b, ' ')
+	if n := ctx.Response.Header.ContentLength(); n > 0 {
+		b = strconv.AppendInt(b, int64(n), 10)
+	} else {
+		b = append(b, '-')
+	}
+	b = append(b, " \""...)
+	b = appendLogQuoted(b, ctx.Request.Header.Referer())
+	b = append(b, "\" \""...)
+	b = appendLogQuoted(b, ctx.UserAgent())
+	b = append(b, "\"\n"...)
+	if _, err := h.opts.AccessLogWriter.Write(b); err != nil {
+		h.log.Debug("access log write failed", "err", err)
+	}
+}
+
+// appendLogQuoted appends v for a quoted log field: '"', '\\' and bytes
+// outside printable ASCII are escaped as \xHH, so a client cannot forge
+// a line.
+func appendLogQuoted(b, v []byte) []byte {
+	const hexd = "0123456789abcdef"
+	for _, c := range v {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			b = append(b, '\\', 'x', hexd[c>>4], hexd[c&0xf])
+			continue
+		}
+		b = append(b, c)
+	}
+	return b
+}

@@ -96,6 +96,13 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 			continue
 		}
 		l.acc.succeeded(l.Listener)
+		if l.o.Access != nil && !l.o.Access.admit(peerAddr(c.RemoteAddr())) {
+			_ = c.Close()
+			if l.sem != nil {
+				<-l.sem
+			}
+			continue
+		}
 		if !l.admit() {
 			_ = c.Close()
 			continue

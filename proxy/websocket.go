@@ -95,6 +95,7 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange, pol *Po
 	}
 	req.Header.ResetConnectionClose()
 	setForwarded(&req.Header, ctx.RemoteIP(), ctx.IsTLS(), pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), req.Header.Host())
+	h.requestRules(ctx, x, pol)
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.SetBytesV("Upgrade", upgradeTo)
 	req.Header.SetProtocolBytes(strHTTP11)
