@@ -25,6 +25,8 @@ test: deps
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	# the zero-allocation tests are built without the race detector (it allocates)
+	$(GO) test -count=1 -run 'Allocs' ./proxy
 
 ## conformance: the HTTP/1.1 conformance suite against holdfast, HAProxy and
 ## nginx; prints a case x target table and fails if a holdfast case fails
