@@ -112,13 +112,14 @@ type reqBody struct {
 	src     io.Reader // the client's body; nil when buffered
 	conn    net.Conn  // the client connection, for the read timeout
 	idle    time.Duration
-	max     int64 // max_body_bytes; 0: none
-	want    int64 // the Content-Length; -1: chunked
-	chunked bool  // streamed without a length: sent chunked
-	started bool  // some of the streamed part went to a backend
-	eof     bool  // the client's body was read to its end
-	read    int64 // bytes read from the client
-	err     error // the client's failure, if any
+	readDL  silence // the client connection's read deadline
+	max     int64   // max_body_bytes; 0: none
+	want    int64   // the Content-Length; -1: chunked
+	chunked bool    // streamed without a length: sent chunked
+	started bool    // some of the streamed part went to a backend
+	eof     bool    // the client's body was read to its end
+	read    int64   // bytes read from the client
+	err     error   // the client's failure, if any
 }
 
 // resendable says whether another attempt can send the whole body again.
@@ -126,11 +127,28 @@ func (b *reqBody) resendable() bool { return b.src == nil || !b.started }
 
 var bodyBufPool = sync.Pool{New: func() any { return new([]byte) }}
 
+// silence is a read or write deadline kept d ahead of the last byte moved,
+// as a bound on silence. It is reset only when less than d−d/16 of it is
+// left: a timer update per chunk costs more than that slack is worth.
+type silence struct{ at time.Time }
+
+// due returns the new deadline when it has to move.
+func (s *silence) due(d time.Duration) (time.Time, bool) {
+	now := time.Now()
+	if !s.at.IsZero() && s.at.Sub(now) > d-d/16 {
+		return time.Time{}, false
+	}
+	s.at = now.Add(d)
+	return s.at, true
+}
+
 // readClient reads from the client's body with the listener's read
 // timeout as a bound on silence.
 func (b *reqBody) readClient(p []byte) (int, error) {
 	if b.conn != nil && b.idle > 0 {
-		_ = b.conn.SetReadDeadline(time.Now().Add(b.idle))
+		if at, ok := b.readDL.due(b.idle); ok {
+			_ = b.conn.SetReadDeadline(at)
+		}
 	}
 	n, err := b.src.Read(p)
 	b.read += int64(n)

@@ -62,14 +62,15 @@ func forEachToken(v []byte, f func(tok []byte)) {
 	}
 }
 
-// stripRequestHop removes the request's hop-by-hop headers and reports the
-// Connection tokens that matter to holdfast. Every Connection header line
+// stripRequestHop removes the request's hop-by-hop headers, and Expect
+// (holdfast answered 100 Continue itself), and reports the Connection
+// tokens that matter to holdfast. Every Connection header line
 // counts (a client may send several).
 func stripRequestHop(hdr *fasthttp.RequestHeader) connTokens {
 	var ct connTokens
 	hasHop := false
 	for k := range hdr.All() {
-		if isHop(k) {
+		if isHop(k) || (len(k) == 6 && asciiEqualFoldStr(k, hdrExpect)) {
 			hasHop = true
 			break
 		}
@@ -77,6 +78,7 @@ func stripRequestHop(hdr *fasthttp.RequestHeader) connTokens {
 	if !hasHop {
 		return ct
 	}
+	hdr.Del(hdrExpect)
 	for _, v := range hdr.PeekAll(hdrConnection) {
 		forEachToken(v, func(tok []byte) {
 			switch {

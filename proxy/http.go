@@ -633,7 +633,6 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		x.closeAll = true
 	}
 	hdr.ResetConnectionClose()
-	hdr.Del(hdrExpect) // answered here (100 Continue) already
 	setForwarded(hdr, ctx.RemoteIP(), ctx.IsTLS(), pol.TrustedProxies.Contains(ipAddr(ctx.RemoteIP())), hdr.Host())
 	h.requestRules(ctx, x, pol)
 	hdr.SetNoDefaultContentType(true)
@@ -656,7 +655,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		start = time.Now()
 	}
 	x.out = t.run(cfg, hash, start, ar, func(ep *balancer.Endpoint) (stage, int) {
-		err := upstreamOf(ep).roundTrip(req, resp, ar.body, client, writeIdle, cfg.Retry.PerTryTimeout)
+		err := upstreamOf(ep).roundTrip(req, resp, &ar, client, writeIdle, cfg.Retry.PerTryTimeout)
 		if err != nil {
 			resp.Reset()
 			return stageOf(err), 0

@@ -111,6 +111,15 @@ func compileOp(name, v string) headerOp {
 }
 
 // expand appends op's value for ctx's request, whose ID is id, to b.
+// valueFor is op's value for this request: the literal as it is, or the
+// placeholders expanded into b.
+func (op *headerOp) valueFor(b []byte, ctx *fasthttp.RequestCtx, id []byte) []byte {
+	if op.parts == nil {
+		return op.value
+	}
+	return op.expand(b, ctx, id)
+}
+
 func (op *headerOp) expand(b []byte, ctx *fasthttp.RequestCtx, id []byte) []byte {
 	if op.parts == nil {
 		return append(b, op.value...)
@@ -150,19 +159,11 @@ func (o *headerOps) applyRequest(ctx *fasthttp.RequestCtx, id []byte) {
 	for i := range o.set {
 		op := &o.set[i]
 		hdr.Del(op.name)
-		if op.parts == nil {
-			hdr.SetBytesV(op.name, op.value)
-			continue
-		}
-		hdr.SetBytesV(op.name, op.expand(vbuf[:0], ctx, id))
+		hdr.SetBytesV(op.name, op.valueFor(vbuf[:0], ctx, id))
 	}
 	for i := range o.add {
 		op := &o.add[i]
-		if op.parts == nil {
-			hdr.AddBytesV(op.name, op.value)
-			continue
-		}
-		hdr.AddBytesV(op.name, op.expand(vbuf[:0], ctx, id))
+		hdr.AddBytesV(op.name, op.valueFor(vbuf[:0], ctx, id))
 	}
 }
 
@@ -179,18 +180,10 @@ func (o *headerOps) applyResponse(ctx *fasthttp.RequestCtx, id []byte) {
 	for i := range o.set {
 		op := &o.set[i]
 		hdr.Del(op.name)
-		if op.parts == nil {
-			hdr.SetBytesV(op.name, op.value)
-			continue
-		}
-		hdr.SetBytesV(op.name, op.expand(vbuf[:0], ctx, id))
+		hdr.SetBytesV(op.name, op.valueFor(vbuf[:0], ctx, id))
 	}
 	for i := range o.add {
 		op := &o.add[i]
-		if op.parts == nil {
-			hdr.AddBytesV(op.name, op.value)
-			continue
-		}
-		hdr.AddBytesV(op.name, op.expand(vbuf[:0], ctx, id))
+		hdr.AddBytesV(op.name, op.valueFor(vbuf[:0], ctx, id))
 	}
 }

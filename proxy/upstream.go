@@ -133,7 +133,6 @@ func NewUpstream(ep *balancer.Endpoint, cfg UpstreamConfig) *Upstream {
 		ConnPoolStrategy:              fasthttp.LIFO,
 		ReadBufferSize:                16 << 10,
 		WriteBufferSize:               16 << 10,
-		Transport:                     u,
 		DialTimeout:                   u.dial,
 	}
 	return u
@@ -381,13 +380,6 @@ func (u *Upstream) handshake(c net.Conn, base *tls.Config, addr string, timeout 
 	return tc, nil
 }
 
-// RoundTrip implements fasthttp.RoundTripper for callers that go through
-// the HostClient (none on the request path): one attempt, no body beyond
-// what req holds.
-func (u *Upstream) RoundTrip(_ *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	return false, u.roundTrip(req, resp, nil, nil, 0, 0)
-}
-
 // connOps releases and closes fasthttp's pooled connections, whose type is
 // unexported: it is captured once, by inference, as a type parameter.
 var connOps = newConnOps((*fasthttp.HostClient).AcquireConn, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn)
@@ -413,16 +405,16 @@ func newConnOps[C interface{ Conn() net.Conn }](acq func(*fasthttp.HostClient, t
 
 // roundTrip is one attempt: req's head and body go to the backend on a
 // pooled connection and the response head is read into resp, its body
-// read whole or handed over as a stream. body may be nil (no body, or the
+// read whole or handed over as a stream. ar.body may be nil (no body, or the
 // body is in req). client and writeIdle let a streamed response keep the
 // client's write deadline moving while bytes flow. Failures are classified
 // by stage (stageOf).
 //
 // perTry, when set, bounds the attempt until its response head (and a
 // body read whole): running past it is stageTryTimeout.
-func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle, perTry time.Duration) error {
+func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, ar *attemptReq, client net.Conn, writeIdle, perTry time.Duration) error {
 	hc := u.hc
-	idempotent := isIdempotent(req)
+	body, idempotent := ar.body, ar.idempotent
 	for tries := 0; ; tries++ {
 		cc, conn, err := connOps.acquire(hc)
 		if err != nil {
@@ -628,6 +620,7 @@ type bodyStream struct {
 	resp      *fasthttp.Response
 	client    net.Conn
 	writeIdle time.Duration
+	writeDL   silence // the client connection's write deadline
 	mode      uint8
 	left      int64 // modeLength: bytes to come; modeChunked: of this chunk
 	chunkEnd  bool  // modeChunked: the CRLF after a chunk is due
@@ -652,7 +645,9 @@ func (s *bodyStream) Read(p []byte) (int, error) {
 		_ = s.uc.extendDeadline(t)
 	}
 	if s.client != nil && s.writeIdle > 0 {
-		_ = s.client.SetWriteDeadline(time.Now().Add(s.writeIdle))
+		if at, ok := s.writeDL.due(s.writeIdle); ok {
+			_ = s.client.SetWriteDeadline(at)
+		}
 	}
 	n, err := s.read(p)
 	if err != nil && err != io.EOF {

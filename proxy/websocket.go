@@ -37,19 +37,11 @@ func isUpgrade(h *fasthttp.RequestHeader) bool {
 // hasToken reports whether the comma-separated list v holds tok (lower
 // case), ignoring case and spaces.
 func hasToken(v []byte, tok string) bool {
-	for len(v) > 0 {
-		var t []byte
-		if i := bytes.IndexByte(v, ','); i >= 0 {
-			t, v = v[:i], v[i+1:]
-		} else {
-			t, v = v, nil
-		}
-		t = bytes.TrimSpace(t)
-		if len(t) == len(tok) && asciiEqualFoldStr(t, tok) {
-			return true
-		}
-	}
-	return false
+	found := false
+	forEachToken(v, func(t []byte) {
+		found = found || (len(t) == len(tok) && asciiEqualFoldStr(t, tok))
+	})
+	return found
 }
 
 // wantsUpgrade reports whether the request asks to switch to a protocol
