@@ -17,6 +17,8 @@
 #   BASE_BIN []           another holdfast build for the holdfast_base target
 #   OUT [bench/out/<UTC timestamp>]             raw results
 #   PROXY_CPU [0] WRK_CPU [1]                   cores to pin to (backend shares WRK_CPU)
+#   RT [0]                1: proxy, wrk and backend run SCHED_FIFO (chrt; root) so a busy shared
+#                         machine cannot preempt them; see bench/README.md
 #   TCP [1]               then the L4 row, bench/tcp.sh (its knobs: TCP_DURATION, TCP_CONNS, TCP_TARGETS)
 #
 # Adding a target: write start_<name> (sets TARGET_PID and TARGET_URL; the
@@ -38,6 +40,11 @@ PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
 READY_TIMEOUT=${READY_TIMEOUT:-15}
 ROTATE=${ROTATE:-1}
+# RT=1: run the proxy, wrk and the backend SCHED_FIFO (chrt, root), so other
+# work on a shared machine cannot preempt them mid-measurement.
+RT=${RT:-0}
+RTCMD=
+if [ "$RT" = 1 ]; then RTCMD="chrt -f ${RT_PRIO:-10}"; fi
 OUT=${OUT:-$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)}
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -77,7 +84,7 @@ spawn() {
 	local cpu=$1 logf=$2
 	shift 2
 	if [ "$PIN" = 1 ]; then
-		taskset -c "$cpu" "$@" >"$logf" 2>&1 &
+		$RTCMD taskset -c "$cpu" "$@" >"$logf" 2>&1 &
 	else
 		"$@" >"$logf" 2>&1 &
 	fi
@@ -276,7 +283,7 @@ EOF
 # ---------------------------------------------------------------- measurement
 wrk_run() { # wrk_run DURATION URL OUTFILE
 	if [ "$PIN" = 1 ]; then
-		taskset -c "$WRK_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1" --latency "$2" >"$3" 2>&1
+		$RTCMD taskset -c "$WRK_CPU" wrk -t1 -c"$CONNECTIONS" -d"$1" --latency "$2" >"$3" 2>&1
 	else
 		wrk -t1 -c"$CONNECTIONS" -d"$1" --latency "$2" >"$3" 2>&1
 	fi
