@@ -198,7 +198,8 @@ start_haproxy() {
 	local d=$WORK/haproxy
 	mkdir -p "$d"
 	# One thread, HTTP mode, keep-alive on both sides with aggressive server
-	# connection reuse, X-Forwarded-For like holdfast, no logging.
+	# connection reuse, no logging, and the request work holdfast does by
+	# default: X-Forwarded-For/-Proto/-Host and a generated X-Request-ID.
 	cat >"$d/haproxy.cfg" <<EOF
 global
     nbthread 1
@@ -217,6 +218,10 @@ defaults
 
 frontend bench
     bind 127.0.0.1:$PORT
+    unique-id-format %{+X}o%ci%cp%fp%Ts%rt
+    unique-id-header X-Request-ID
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
     default_backend bench
 
 backend bench
@@ -235,7 +240,8 @@ start_nginx() {
 	local d=$WORK/nginx
 	mkdir -p "$d/tmp"
 	# Master + one worker (production shape; CPU is summed over both), upstream
-	# keep-alive pool, HTTP/1.1 upstream, X-Forwarded-* like holdfast, no access log.
+	# keep-alive pool, HTTP/1.1 upstream, X-Forwarded-* and X-Request-ID like
+	# holdfast's defaults, no access log.
 	# keepalive_requests raised on both sides so nginx does not close keep-alive
 	# connections every 1000 requests (haproxy and holdfast do not either).
 	cat >"$d/nginx.conf" <<EOF
@@ -269,6 +275,8 @@ http {
             proxy_set_header Host \$http_host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
             proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+            proxy_set_header X-Request-ID \$request_id;
         }
     }
 }
