@@ -108,7 +108,7 @@ func New(cfg *config.Config, o Options) *App {
 	reg := o.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	a := &App{
 		opts: o, log: o.Log, reg: reg, m: metrics.New(reg), cfg: cfg,
