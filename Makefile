@@ -16,7 +16,7 @@ build:
 run: build
 	$(BIN) demo
 
-## deps: Debian packages the tests and the bench use (dnsmasq, keepalived, haproxy, nginx, wrk)
+## deps: Debian packages the tests and the bench use (dnsmasq, keepalived, haproxy, nginx, wrk, chromium)
 deps:
 	./scripts/deps.sh
 

@@ -93,6 +93,9 @@ func NewTarget(pool *balancer.Pool, cfg *TargetConfig, m *metrics.Metrics) *Targ
 		msg413: []byte("413 Request Entity Too Large (pool " + pool.Name() + ")\n"),
 	}
 	t.cfg.Store(cfg)
+	pool.SetRetryBudget(func() (float64, float64) {
+		return float64(max(t.tokens.Load(), 0)) / 1000, t.cfg.Load().Retry.Budget
+	})
 	// A fresh pool may retry a little before traffic has paid for it.
 	t.tokens.Store(10 * 1000)
 	if m != nil {
@@ -119,8 +122,10 @@ func (t *Target) deposit(budget float64) {
 func (t *Target) withdraw() bool {
 	if t.tokens.Add(-1000) < 0 {
 		t.tokens.Add(1000)
+		t.Pool.Traffic.Count(balancer.OutBudget)
 		return false
 	}
+	t.Pool.Traffic.Count(balancer.OutRetry)
 	return true
 }
 
