@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/holdfast-lb/holdfast/discovery/dnstest"
 	"github.com/holdfast-lb/holdfast/internal/testkit"
 )
@@ -372,4 +374,57 @@ func parseShown(dom string) map[shownKey]string {
 		out[shownKey{m[1], m[2], m[3]}] = strings.TrimSpace(tagRE.ReplaceAllString(m[4], ""))
 	}
 	return out
+}
+
+// When the retry budget is spent the retries it refuses are counted, in
+// holdfast_retry_budget_exhausted_total and in /status.json, and the
+// retries it allowed match holdfast_retries_total.
+func TestRetryBudgetExhaustedCounted(t *testing.T) {
+	var bes []string
+	for _, n := range []string{"busy1", "busy2"} {
+		b := testkit.StartBackend(t, n)
+		b.SetHandler(func(ctx *fasthttp.RequestCtx) { ctx.SetStatusCode(503) })
+		bes = append(bes, b.Addr)
+	}
+	a := testkit.StartApp(t, fmt.Sprintf(`
+listeners: [{ name: web, listen: "127.0.0.1:0", pool: api }]
+pools:
+  - name: api
+    health: { type: none }
+    outlier: { consecutive_failures: 0 }
+    retries: { attempts: 1, budget: "1%%", on: ["503"] }
+    backends: [%q, %q]
+`, bes[0], bes[1]))
+	waitReady(t, a)
+	const n = 40
+	for i := range n {
+		if status, _, err := testkit.Get(a.URL("web", "/")); err != nil || status != 503 {
+			t.Fatalf("request %d: %d %v, want the backends' 503", i, status, err)
+		}
+	}
+	pool := map[string]string{"pool": "api"}
+	retried := testkit.Metric(t, a.Registry(), "holdfast_retries_total", map[string]string{"pool": "api", "reason": "status_503"})
+	refused := testkit.Metric(t, a.Registry(), "holdfast_retry_budget_exhausted_total", pool)
+	// A fresh pool may retry about ten times before traffic pays for more.
+	if retried+refused != n || refused < n/2 {
+		t.Fatalf("retried %v, refused %v of %d retry candidates; want most refused", retried, refused, n)
+	}
+	code, body := adminGet(t, a, "/status.json")
+	var doc struct {
+		Pools []struct {
+			Retries struct {
+				Total     float64 `json:"total"`
+				Exhausted float64 `json:"budget_exhausted"`
+				Budget    float64 `json:"budget"`
+				Available float64 `json:"available"`
+			} `json:"retries"`
+		} `json:"pools"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || code != 200 || len(doc.Pools) != 1 {
+		t.Fatalf("status.json: %d %v %s", code, err, body)
+	}
+	r := doc.Pools[0].Retries
+	if r.Total != retried || r.Exhausted != refused || r.Budget != 0.01 || r.Available >= 1 {
+		t.Errorf("status.json retries %+v; metrics: %v retried, %v refused", r, retried, refused)
+	}
 }
