@@ -143,3 +143,15 @@ func TestDiscoveryAnswers(t *testing.T) {
 		t.Errorf("lookups: %+v", v.Lookups)
 	}
 }
+
+// BenchmarkTrafficStatus is the dashboard's cost per attempt on the
+// request path: one outcome counter and one histogram bucket.
+func BenchmarkTrafficStatus(b *testing.B) {
+	var tr Traffic
+	b.RunParallel(func(pb *testing.PB) {
+		d := 3 * time.Millisecond
+		for pb.Next() {
+			tr.Status(Out2xx, d)
+		}
+	})
+}
