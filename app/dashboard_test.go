@@ -37,6 +37,8 @@ type dashDoc struct {
 		Total    int    `json:"total"`
 		Traffic  *struct {
 			Rate          float64 `json:"rate"`
+			ErrorRate     float64 `json:"error_rate"`
+			P50Ms         float64 `json:"p50_ms"`
 			WindowSeconds float64 `json:"window_seconds"`
 		} `json:"traffic"`
 		Retries *struct {
@@ -108,7 +110,7 @@ pools:
   - name: dns
     discovery: { type: a, name: %s, port: %s, resolver: dash, min_refresh: 200ms, max_refresh: 400ms }
     health: { type: none }
-    outlier: { consecutive_failures: 3, ejection: 30s }
+    outlier: { consecutive_failures: 3, ejection: 5m }
     retries: { attempts: 2, budget: "50%%" }
 `, tokenFile, primary.Addr, secondary.Addr, b1.Addr, b2.Addr, name, port))
 	admin := "http://" + a.AdminAddr().String()
@@ -240,6 +242,8 @@ pools:
 	for pi, p := range after.Pools {
 		bp := before.Pools[pi]
 		within(p.Name+" rate", get(p.Name, "", "rate"), bp.Traffic.Rate, p.Traffic.Rate, 2)
+		within(p.Name+" error rate", get(p.Name, "", "error_rate"), bp.Traffic.ErrorRate, p.Traffic.ErrorRate, 1)
+		within(p.Name+" p50", get(p.Name, "", "p50_ms"), bp.Traffic.P50Ms, p.Traffic.P50Ms, 1)
 		if got := get(p.Name, "", "routable"); got != strconv.Itoa(p.Routable) || p.Routable != bp.Routable {
 			t.Errorf("%s routable: page %q, status.json %d then %d", p.Name, got, bp.Routable, p.Routable)
 		}
@@ -249,7 +253,7 @@ pools:
 		within(p.Name+" retries", get(p.Name, "", "retries"), float64(bp.Retries.Total), float64(p.Retries.Total), 0)
 		for bi, b := range p.Backends {
 			bb := bp.Backends[bi]
-			if got := get(p.Name, b.Address, "state"); got != b.State || got != bb.State {
+			if got := get(p.Name, b.Address, "state"); got != b.State && got != bb.State {
 				t.Errorf("%s %s state: page %q, status.json %q then %q", p.Name, b.Address, got, bb.State, b.State)
 			}
 			if b.Traffic != nil && bb.Traffic != nil {
