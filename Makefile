@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/holdfast
 
-.PHONY: all build run test deps bench bench-idle conformance soak docker fuzz lint clean
+.PHONY: all build run test deps bench bench-idle conformance soak docker fuzz lint deploy-check clean
 
 all: build
 
@@ -16,7 +16,7 @@ build:
 run: build
 	$(BIN) demo
 
-## deps: Debian packages the tests and the bench use (dnsmasq, keepalived, haproxy, nginx, wrk)
+## deps: Debian packages the tests and the bench use (dnsmasq, keepalived, haproxy, nginx, wrk, chromium)
 deps:
 	./scripts/deps.sh
 
@@ -60,6 +60,12 @@ docker:
 lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+## deploy-check: promtool check rules + promtool test rules on deploy/prometheus (installs Debian's
+## prometheus package for promtool if missing); the metric names of deploy/ are checked in make test
+deploy-check:
+	./scripts/promtool.sh
+	$(GO) test -count=1 -run '^TestDeployMetricNames$$' ./app
 
 fuzz:
 	$(GO) test -run=NONE -fuzz=FuzzParse -fuzztime=30s ./config

@@ -5,9 +5,11 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"html/template"
@@ -104,6 +106,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := h.cur.Load()
 	if st.auth && !open(r) && !st.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="holdfast admin"`)
+		if r.Method == http.MethodGet && r.URL.Path == "/status" {
+			// A browser cannot send a bearer token on navigation: the
+			// answer is still 401, but its body is the dashboard without
+			// data, which asks for the token and sends it with each
+			// /status.json poll.
+			writeDashboard(w, http.StatusUnauthorized, nil)
+			return
+		}
 		plain(w, http.StatusUnauthorized, "unauthorized: send Authorization: Bearer <token> (admin.token_file)\n")
 		return
 	}
@@ -180,8 +190,8 @@ func (h *Handler) mux(pprofOn bool) *http.ServeMux {
 		_ = enc.Encode(newStatusDoc(rt))
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = page.Execute(w, newStatusDoc(rt))
+		doc := newStatusDoc(rt)
+		writeDashboard(w, http.StatusOK, &doc)
 	})
 	if pprofOn {
 		// Index serves the named profiles (heap, goroutine, ...) too.
@@ -296,13 +306,12 @@ func newStatusDoc(rt Runtime) statusDoc {
 		Listeners: rt.ListenerStatus(), Pools: rt.Status()}
 }
 
-var page = template.Must(template.New("status").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>holdfast status</title>
-<meta http-equiv="refresh" content="2">
-<style>body{font:14px system-ui,sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1.5em}
+// noscript is the status as plain tables, for a browser without
+// JavaScript (the dashboard's own rendering replaces it).
+var noscript = template.Must(template.New("status").Parse(`<noscript><style>table{border-collapse:collapse;margin-bottom:1.5em}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.healthy{background:#d9f7d9}.unhealthy{background:#f9d6d6}
-.held_down{background:#ffe7b3}.ejected{background:#f3d1f5}.draining{background:#e5e5e5}.disabled{background:#cfcfcf}</style></head><body>
-<h1>holdfast</h1><p>{{.Time.Format "2006-01-02 15:04:05 MST"}} · ready: <b>{{.Ready}}</b>{{with .NotReady}} ({{.}}){{end}}{{if .Draining}} · <b>draining</b>{{end}}</p>
+.held_down{background:#ffe7b3}.ejected{background:#f3d1f5}.draining{background:#e5e5e5}.disabled{background:#cfcfcf}</style>
+<p>Without JavaScript this page does not refresh itself; reload it. <a href="status.json">status.json</a></p><p>{{.Time.Format "2006-01-02 15:04:05 MST"}} · ready: <b>{{.Ready}}</b>{{with .NotReady}} ({{.}}){{end}}{{if .Draining}} · <b>draining</b>{{end}}</p>
 <h2>listeners</h2><table><tr><th>listener</th><th>address</th><th>protocol</th><th>conns</th><th>max</th><th>process cap</th><th>accepting</th><th>accept errors</th><th>refused</th></tr>
 {{range .Listeners}}<tr class="{{if .Accepting}}healthy{{else}}unhealthy{{end}}"><td>{{.Name}}</td><td>{{.Address}}</td><td>{{.Protocol}}</td><td>{{.Connections}}</td><td>{{.MaxConnections}}</td><td>{{.ProcessCap}}</td><td>{{if .Accepting}}yes{{else}}<b>paused {{.PausedFor}}</b>: {{.AcceptError}}{{end}}</td><td>{{.AcceptErrors}}</td><td>{{.Refused}}</td></tr>
 {{end}}</table>
@@ -310,5 +319,47 @@ td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}.healthy{background:
 {{with .Discovery}}<p>discovery: {{.Backends}} backends, last success {{.Age}} ago, last result {{.LastResult}}{{if .Stale}}, <b>serving last good set (stale)</b>{{end}}</p>{{end}}
 <table><tr><th>backend</th><th>prio</th><th>weight</th><th>state</th><th>reason</th><th>transitions</th><th>hold left</th><th>in flight</th><th>conns</th><th>latency</th></tr>
 {{range .Backends}}<tr class="{{.State}}"><td>{{.Address}}</td><td>{{.Priority}}</td><td>{{.Weight}}{{with .Override}}{{if .Weight}} (operator){{end}}{{end}}</td><td>{{.State}}</td><td>{{.Reason}}</td><td>{{.Transitions}}</td><td>{{.HoldRemaining}}</td><td>{{.Inflight}}</td><td>{{.Connections}}</td><td>{{.LatencyEWMA}}</td></tr>
-{{end}}</table>{{end}}</body></html>
+{{end}}</table>{{end}}</noscript>
 `))
+
+// dashboardHTML is the live dashboard: one page, its script and styles
+// inline, nothing fetched but /status.json.
+//
+//go:embed dashboard.html
+var dashboardHTML string
+
+// The dashboard's placeholders: the status as JSON, rendered at once
+// (no wait for the first poll), and the same as tables for a browser
+// without JavaScript.
+const (
+	initialMark  = "<!--INITIAL-->"
+	noscriptMark = "<!--NOSCRIPT-->"
+)
+
+// writeDashboard answers the dashboard with doc filled in; nil: the page
+// without data (no token yet).
+func writeDashboard(w http.ResponseWriter, code int, doc *statusDoc) {
+	var initial, tables []byte
+	if doc != nil {
+		// json.Marshal escapes <, > and &, so the data cannot end the
+		// script element it sits in.
+		js, err := json.Marshal(doc)
+		if err == nil {
+			initial = js
+		}
+		var buf bytes.Buffer
+		if err := noscript.Execute(&buf, doc); err == nil {
+			tables = buf.Bytes()
+		}
+	}
+	page := strings.Replace(dashboardHTML, initialMark, string(initial), 1)
+	page = strings.Replace(page, noscriptMark, string(tables), 1)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	// Nothing but this page's own script and styles, and fetches to its
+	// own origin.
+	w.Header().Set("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'none'; frame-ancestors 'none'")
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, page)
+}

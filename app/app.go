@@ -178,6 +178,11 @@ func (a *App) Start(ctx context.Context) error {
 		}()
 		w.Changed() // the first write: what the file restored plus the config
 	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.runSampler(a.ctx)
+	}()
 	a.started.Store(true)
 	return nil
 }
@@ -718,6 +723,7 @@ func (a *App) ListenerStatus() []proxy.ListenerStatus {
 	for _, rt := range a.listeners {
 		st := rt.ln.Status()
 		st.Protocol = rt.cfg.Protocol
+		st.IdleConnections = gaugeValue(a.m.ListenerIdle.WithLabelValues(rt.cfg.Name))
 		out = append(out, st)
 	}
 	a.mu.Unlock()

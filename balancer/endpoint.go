@@ -39,6 +39,9 @@ type Endpoint struct {
 	Upstream Upstream
 	// Stats are the backend's hot-path metric children.
 	Stats *metrics.BackendSet
+	// Traffic counts the attempts' outcomes and latencies for the
+	// dashboard (atomics; sampled once a second by Pool.Sample).
+	Traffic Traffic
 
 	inflight   atomic.Int64
 	conns      atomic.Int64

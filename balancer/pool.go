@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -82,6 +83,15 @@ type Pool struct {
 	// disc is the DiscoveryState the running source reports to and Status
 	// shows: Discovery, or the one the source was built with (discoveryOf).
 	disc atomic.Pointer[DiscoveryState]
+	// Traffic counts the requests the pool answered (by the data path)
+	// and its retries, for the dashboard.
+	Traffic Traffic
+	// events is the dashboard's timeline of state changes.
+	events eventRing
+	since  time.Time // when the pool was made
+	// budget reports the retry budget: retries available now and the
+	// configured share (SetRetryBudget).
+	budget atomic.Pointer[func() (float64, float64)]
 
 	sets    chan setMsg
 	checks  chan checkMsg
@@ -136,6 +146,7 @@ func NewPool(o *Options, hooks Hooks, m *metrics.Metrics, log *slog.Logger) *Poo
 		pokes:   make(chan chan struct{}),
 		done:    make(chan struct{}),
 		entries: map[string]*entry{},
+		since:   time.Now(),
 	}
 	p.opts.Store(o)
 	p.Discovery.pool = o.Name
@@ -397,6 +408,9 @@ func (p *Pool) applySet(bs []discovery.Backend) bool {
 		case !ok:
 			p.entries[b.Address] = p.newEntry(b, o, now, serving)
 			p.log.Info("backend added", "backend", b.Address, "weight", b.Weight, "priority", b.Priority)
+			if serving {
+				p.events.add(Event{Time: now, Backend: b.Address, Kind: "discovery", To: "added"})
+			}
 		case e.draining:
 			e.draining = false
 			e.ep.draining.Store(false)
@@ -404,6 +418,7 @@ func (p *Pool) applySet(bs []discovery.Backend) bool {
 			e.backend = b
 			p.restartProbe(e, o)
 			p.log.Info("backend back", "backend", b.Address)
+			p.events.add(Event{Time: now, Backend: b.Address, Kind: "discovery", From: "draining", To: "added"})
 		default:
 			e.backend = b
 		}
@@ -512,7 +527,11 @@ func (p *Pool) rebuild() {
 	now := p.now()
 	var live []*entry
 	for _, e := range p.entries {
-		e.ov = o.Overrides.Get(p.name, e.ep.Addr)
+		if ov := o.Overrides.Get(p.name, e.ep.Addr); ov != e.ov {
+			p.events.add(Event{Time: now, Backend: e.ep.Addr, Kind: "override",
+				From: overrideText(e.ov), To: overrideText(ov), Reason: "operator"})
+			e.ov = ov
+		}
 		// Drained or disabled by the operator: out of every group, panic
 		// mode included; in-flight requests finish on their own.
 		if !e.draining && !e.ov.Drain && !e.ov.Disable {
@@ -585,8 +604,12 @@ func (p *Pool) rebuild() {
 	}
 	if panicMode && !p.snap.Load().panic {
 		p.log.Warn("panic mode: routing to every backend", "routable", routable, "total", len(live))
+		p.events.add(Event{Time: now, Kind: "panic", From: "normal", To: "panic",
+			Reason: fmt.Sprintf("%d of %d backends routable", routable, len(live))})
 	} else if !panicMode && p.snap.Load().panic {
 		p.log.Info("panic mode over", "routable", routable, "total", len(live))
+		p.events.add(Event{Time: now, Kind: "panic", From: "panic", To: "normal",
+			Reason: fmt.Sprintf("%d of %d backends routable", routable, len(live))})
 	}
 	all := make([]*Endpoint, 0, len(p.entries))
 	for _, e := range p.entries {
@@ -654,6 +677,8 @@ func (p *Pool) noteState(e *entry) {
 		e.upSince = p.now() // slow start after a return to service
 	}
 	p.log.Info("backend state", "backend", e.ep.Addr, "from", prev.String(), "to", st.String(), "reason", e.tr.Reason())
+	p.events.add(Event{Time: p.now(), Backend: e.ep.Addr, Kind: stateEventKind(prev, st, e),
+		From: prev.String(), To: st.String(), Reason: e.tr.Reason()})
 }
 
 // visibleState is the backend's state with the operator's override over

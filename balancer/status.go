@@ -1,7 +1,10 @@
 package balancer
 
 import (
+	"maps"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -27,6 +30,9 @@ type BackendStatus struct {
 	// Override is the operator's, when one is in force; Weight is then
 	// the effective weight.
 	Override *Override `json:"override,omitempty"`
+	// Traffic is the backend's attempts (retries included) over the last
+	// seconds; absent until sampled twice.
+	Traffic *TrafficView `json:"traffic,omitempty"`
 }
 
 // PoolStatus is a pool as the status page shows it.
@@ -38,6 +44,28 @@ type PoolStatus struct {
 	Panic     bool            `json:"panic"`
 	Discovery *DiscoveryView  `json:"discovery,omitempty"`
 	Backends  []BackendStatus `json:"backends"`
+	// Traffic is the requests the pool answered (after retries); absent
+	// until sampled twice.
+	Traffic *TrafficView `json:"traffic,omitempty"`
+	Retries *RetryView   `json:"retries,omitempty"`
+	// Events are the last state changes, oldest first (at most 100);
+	// Since is when the pool started, where its timeline begins.
+	Events []Event   `json:"events"`
+	Since  time.Time `json:"since"`
+}
+
+// RetryView is a pool's retries and retry budget.
+type RetryView struct {
+	// Total retries sent and refused by the budget since the start.
+	Total     uint64 `json:"total"`
+	Exhausted uint64 `json:"budget_exhausted"`
+	// Rate and ExhaustedRate are per second over the traffic window.
+	Rate          float64 `json:"rate"`
+	ExhaustedRate float64 `json:"budget_exhausted_rate"`
+	// Budget is the configured share of requests that may be retried;
+	// Available the retries the budget would allow right now.
+	Budget    float64 `json:"budget"`
+	Available float64 `json:"available"`
 }
 
 // DiscoveryView is the freshness of a pool's discovered set.
@@ -47,6 +75,10 @@ type DiscoveryView struct {
 	Age         string    `json:"age"`
 	Backends    int       `json:"backends"`
 	LastResult  string    `json:"last_result"`
+	// Servers is each DNS server's recent answers; Lookups the last
+	// lookups, oldest first.
+	Servers []ServerView `json:"servers,omitempty"`
+	Lookups []LookupView `json:"lookups,omitempty"`
 }
 
 func (p *Pool) statusOf(now time.Time) []BackendStatus {
@@ -125,7 +157,46 @@ func (p *Pool) Status() PoolStatus {
 	if v := p.disc.Load().view(now); v != nil {
 		ps.Discovery = v
 	}
+	ps.Events = p.events.list()
+	ps.Since = p.since
+	ps.Traffic = p.Traffic.view()
+	rv := &RetryView{Total: p.Traffic.out[OutRetry].Load(), Exhausted: p.Traffic.out[OutBudget].Load()}
+	if ps.Traffic != nil {
+		rv.Rate, rv.ExhaustedRate = ps.Traffic.retryRate, ps.Traffic.budgetRate
+	}
+	if f := p.budget.Load(); f != nil {
+		rv.Available, rv.Budget = (*f)()
+		rv.Available = round3(rv.Available)
+	}
+	ps.Retries = rv
+	// Every backend's traffic, drained and ejected ones included.
+	for i := range ps.Backends {
+		if e := eps[ps.Backends[i].Address]; e != nil {
+			ps.Backends[i].Traffic = e.Traffic.view()
+		}
+	}
 	return ps
+}
+
+// SetRetryBudget gives the function that reports the pool's retry budget:
+// the retries it would allow now and the configured share. Safe for
+// concurrent use.
+func (p *Pool) SetRetryBudget(f func() (available, share float64)) { p.budget.Store(&f) }
+
+// Sample records the pool's and its endpoints' counters as of now, for
+// the dashboard's rates, percentiles and charts. One goroutine calls it
+// about once a second for every pool; safe for concurrent use with the
+// request path and Status.
+func (p *Pool) Sample(now time.Time) {
+	s := p.snap.Load()
+	var inflight, conns int64
+	for _, e := range s.all {
+		in, c := e.Inflight(), e.Conns()
+		e.Traffic.sample(now, in, c)
+		inflight += in
+		conns += c
+	}
+	p.Traffic.sample(now, inflight, conns)
 }
 
 func endpointsOf(pk Picker) []*Endpoint {
@@ -173,6 +244,107 @@ type DiscoveryState struct {
 	lastOK   atomic.Int64
 	backends atomic.Int64
 	last     atomic.Pointer[string]
+
+	// The status page's recent answers: one lookup or one DNS query at a
+	// time, never per request.
+	mu      sync.Mutex
+	servers map[string]*serverLog
+	lookups [maxLookups]LookupView
+	lhead   int
+	ln      int
+}
+
+// maxLookups bounds the lookups kept per pool; maxAnswers the answers
+// kept per server; maxServers the servers tracked.
+const (
+	maxLookups = 20
+	maxAnswers = 20
+	maxServers = 16
+)
+
+// ServerView is one DNS server's recent answers to a pool's lookups.
+type ServerView struct {
+	Server     string            `json:"server"`
+	LastResult string            `json:"last_result"`
+	LastTime   time.Time         `json:"last_time"`
+	Counts     map[string]uint64 `json:"counts"`
+	// Recent are the last answers (result per query), oldest first.
+	Recent []AnswerView `json:"recent"`
+}
+
+// AnswerView is one query's result.
+type AnswerView struct {
+	Time   time.Time `json:"time"`
+	Result string    `json:"result"`
+}
+
+// LookupView is one lookup of a pool's name, after resolver failover.
+type LookupView struct {
+	Time    time.Time `json:"time"`
+	Result  string    `json:"result"`
+	Records int       `json:"records"`
+	Error   string    `json:"error,omitempty"`
+}
+
+type serverLog struct {
+	counts map[string]uint64
+	recent [maxAnswers]AnswerView
+	head   int
+	n      int
+}
+
+// Answered records one lookup's detail for the status page.
+func (d *DiscoveryState) Answered(result string, records int, err error) {
+	lv := LookupView{Time: time.Now(), Result: result, Records: records}
+	if err != nil {
+		lv.Error = err.Error()
+	}
+	d.mu.Lock()
+	d.lookups[d.lhead] = lv
+	d.lhead = (d.lhead + 1) % maxLookups
+	d.ln = min(d.ln+1, maxLookups)
+	d.mu.Unlock()
+}
+
+func (d *DiscoveryState) noteServer(server, result string, at time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.servers == nil {
+		d.servers = map[string]*serverLog{}
+	}
+	sl := d.servers[server]
+	if sl == nil {
+		if len(d.servers) >= maxServers {
+			return
+		}
+		sl = &serverLog{counts: map[string]uint64{}}
+		d.servers[server] = sl
+	}
+	sl.counts[result]++
+	sl.recent[sl.head] = AnswerView{Time: at, Result: result}
+	sl.head = (sl.head + 1) % maxAnswers
+	sl.n = min(sl.n+1, maxAnswers)
+}
+
+// answers lists the servers (by name) and lookups for the view.
+func (d *DiscoveryState) answers(v *DiscoveryView) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, sl := range d.servers {
+		sv := ServerView{Server: name, Counts: maps.Clone(sl.counts)}
+		for i := range sl.n {
+			sv.Recent = append(sv.Recent, sl.recent[(sl.head-sl.n+i+maxAnswers)%maxAnswers])
+		}
+		if sl.n > 0 {
+			last := sv.Recent[len(sv.Recent)-1]
+			sv.LastResult, sv.LastTime = last.Result, last.Time
+		}
+		v.Servers = append(v.Servers, sv)
+	}
+	slices.SortFunc(v.Servers, func(a, b ServerView) int { return strings.Compare(a.Server, b.Server) })
+	for i := range d.ln {
+		v.Lookups = append(v.Lookups, d.lookups[(d.lhead-d.ln+i+maxLookups)%maxLookups])
+	}
 }
 
 // SetResolver names the resolver for the lookups metric. Safe to call while
@@ -195,6 +367,7 @@ func (d *DiscoveryState) Lookup(result string) {
 // ServerResult counts one query to one DNS server, so a primary that fails
 // while the next server covers for it is still visible.
 func (d *DiscoveryState) ServerResult(server, result string) {
+	d.noteServer(server, result, time.Now())
 	if d.m != nil {
 		d.m.DiscoveryQueries.WithLabelValues(d.pool, server, result).Inc()
 	}
@@ -235,10 +408,12 @@ func (d *DiscoveryState) view(now time.Time) *DiscoveryView {
 	if r := d.last.Load(); r != nil {
 		v.LastResult = *r
 	}
+	d.answers(v)
 	return v
 }
 
 var (
 	_ discovery.Observer       = (*DiscoveryState)(nil)
 	_ discovery.ServerObserver = (*DiscoveryState)(nil)
+	_ discovery.AnswerObserver = (*DiscoveryState)(nil)
 )

@@ -38,6 +38,13 @@ func (NopObserver) Stale(bool) {}
 
 var _ Observer = NopObserver{}
 
+// AnswerObserver may be implemented by an Observer to learn each lookup's
+// detail for the status page: its result, how many records the answer
+// held, and the error (nil for an answer).
+type AnswerObserver interface {
+	Answered(result string, records int, err error)
+}
+
 // DNSConfig configures a DNS source. Zero values take the defaults noted.
 type DNSConfig struct {
 	// Pool names the pool in logs.
@@ -228,6 +235,9 @@ func (s *runState) step(ctx context.Context, update func([]Backend)) time.Durati
 	}
 	result := ResultOf(err)
 	d.obs.Lookup(result)
+	if ao, ok := d.obs.(AnswerObserver); ok {
+		ao.Answered(result, len(set), err)
+	}
 	now := d.Now()
 	log := d.log.With("pool", d.cfg.Pool, "name", d.cfg.Name)
 

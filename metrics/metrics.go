@@ -23,6 +23,7 @@ type Metrics struct {
 	BackendTrans      *prometheus.CounterVec
 	HealthChecks      *prometheus.CounterVec
 	Retries           *prometheus.CounterVec
+	RetryBudgetOut    *prometheus.CounterVec
 	DiscoveryLookups  *prometheus.CounterVec
 	DiscoveryQueries  *prometheus.CounterVec
 	DiscoveryStale    *prometheus.GaugeVec
@@ -88,6 +89,8 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Active health checks, by result."}, []string{"pool", "backend", "result"}),
 		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "retries_total",
 			Help: "Upstream attempts retried, by reason."}, []string{"pool", "reason"}),
+		RetryBudgetOut: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "retry_budget_exhausted_total",
+			Help: "Retries not sent because the pool's retry budget was spent."}, []string{"pool"}),
 		DiscoveryLookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "discovery_lookups_total",
 			Help: "DNS lookups, by result."}, []string{"pool", "resolver", "result"}),
 		DiscoveryQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "discovery_server_queries_total",
@@ -115,7 +118,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendOverride, m.BackendRequests,
-			&syncedGauge{vec: m.BackendInflight, sync: &m.inflightSource}, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries,
+			&syncedGauge{vec: m.BackendInflight, sync: &m.inflightSource}, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries, m.RetryBudgetOut,
 			m.DiscoveryLookups, m.DiscoveryQueries, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
 			m.Reloads, m.ReloadFailures, m.ListenerConns, m.ListenerIdle, m.ListenerRejected, m.ListenerAcceptErr, m.RateLimited)
 	}

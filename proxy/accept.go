@@ -119,9 +119,12 @@ type ListenerStatus struct {
 	Protocol string `json:"protocol"`
 	// Connections open now; MaxConnections is the listener's own bound
 	// (0: none), ProcessCap the process-wide one it shares (0: none).
-	Connections    int64 `json:"connections"`
-	MaxConnections int   `json:"max_connections"`
-	ProcessCap     int   `json:"process_cap"`
+	Connections int64 `json:"connections"`
+	// IdleConnections are keep-alive connections parked waiting for a
+	// request (holdfast_listener_idle_connections).
+	IdleConnections int64 `json:"idle_connections"`
+	MaxConnections  int   `json:"max_connections"`
+	ProcessCap      int   `json:"process_cap"`
 	// Accepting is false while accepts fail; PausedFor says since when
 	// and AcceptError with what.
 	Accepting    bool   `json:"accepting"`

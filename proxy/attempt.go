@@ -115,12 +115,13 @@ func (t *Target) run(cfg *TargetConfig, hash uint64, start time.Time, r attemptR
 			} else {
 				ep.Success()
 			}
+			if status == 0 {
+				status = 200
+			}
 			if s := ep.Stats; s != nil {
-				if status == 0 {
-					status = 200
-				}
 				s.ByClass[metrics.ClassIndex(status)].Inc()
 			}
+			ep.Traffic.Status(balancer.Outcome(metrics.ClassIndex(status)), o.elapsed-prev)
 			if status < 500 || r.resp == nil || !cfg.Retry.onStatus(status) || attempt >= cfg.Retry.Attempts ||
 				!r.replayable() || !t.withdraw() {
 				return o
@@ -134,8 +135,10 @@ func (t *Target) run(cfg *TargetConfig, hash uint64, start time.Time, r attemptR
 			picker = t.Pool.Picker()
 			continue
 		case stageQueue, stageLocal, stageClient:
+			ep.Traffic.Count(outcomeOf(st))
 			return o // nobody's fault but the client's or holdfast's own
 		}
+		ep.Traffic.Status(outcomeOf(st), o.elapsed-prev)
 		ep.Failure()
 		if s := ep.Stats; s != nil {
 			s.ByClass[5].Inc()
@@ -163,6 +166,25 @@ func (t *Target) run(cfg *TargetConfig, hash uint64, start time.Time, r attemptR
 		tried = appendTried(tried, ep)
 		picker = t.Pool.Picker()
 	}
+}
+
+// outcomeOf is the dashboard's class of a failed attempt.
+func outcomeOf(st stage) balancer.Outcome {
+	switch st {
+	case stageConnect:
+		return balancer.OutConnect
+	case stageQueue:
+		return balancer.OutQueue
+	case stageLocal:
+		return balancer.OutLocal
+	case stageClient:
+		return balancer.OutClient
+	case stageTimeout, stageTryTimeout:
+		return balancer.OutTimeout
+	case stageNoBackend:
+		return balancer.OutNoBackend
+	}
+	return balancer.OutReset
 }
 
 // appendTried notes ep as tried, up to four endpoints.

@@ -353,6 +353,9 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 		rs.ByClass[metrics.ClassIndex(x.status)].Inc()
 		rs.Duration.Observe(x.out.elapsed.Seconds())
 	}
+	if t := x.route.target; t != nil {
+		t.Pool.Traffic.Status(answerOutcome(&x), x.out.elapsed)
+	}
 	if h.accessLogOn.Load() {
 		h.accessLog(ctx, &x)
 	}
@@ -917,4 +920,24 @@ func appendLogQuoted(b, v []byte) []byte {
 		b = append(b, c)
 	}
 	return b
+}
+
+// answerOutcome is the dashboard's class of a request's answer: the
+// failure holdfast answered for, else the status class.
+func answerOutcome(x *exchange) balancer.Outcome {
+	switch {
+	case x.flags&flagNoBackend != 0:
+		return balancer.OutNoBackend
+	case x.flags&flagQueueTimeout != 0:
+		return balancer.OutQueue
+	case x.flags&flagClientAbort != 0:
+		return balancer.OutClient
+	case x.flags&flagLocalExhaustion != 0:
+		return balancer.OutLocal
+	case x.flags&flagUpstreamTimeout != 0:
+		return balancer.OutTimeout
+	case x.flags&flagUpstreamFailed != 0:
+		return outcomeOf(x.out.st)
+	}
+	return balancer.Outcome(metrics.ClassIndex(x.status))
 }

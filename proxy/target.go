@@ -74,6 +74,7 @@ type Target struct {
 	tokens atomic.Int64
 
 	retryConnect, retryReset, retryTimeout prometheus.Counter
+	budgetOut                              prometheus.Counter     // holdfast_retry_budget_exhausted_total
 	retries                                *prometheus.CounterVec // by reason, for status codes
 
 	msg503, msg502, msg504, msg413 []byte
@@ -93,6 +94,9 @@ func NewTarget(pool *balancer.Pool, cfg *TargetConfig, m *metrics.Metrics) *Targ
 		msg413: []byte("413 Request Entity Too Large (pool " + pool.Name() + ")\n"),
 	}
 	t.cfg.Store(cfg)
+	pool.SetRetryBudget(func() (float64, float64) {
+		return float64(max(t.tokens.Load(), 0)) / 1000, t.cfg.Load().Retry.Budget
+	})
 	// A fresh pool may retry a little before traffic has paid for it.
 	t.tokens.Store(10 * 1000)
 	if m != nil {
@@ -100,6 +104,7 @@ func NewTarget(pool *balancer.Pool, cfg *TargetConfig, m *metrics.Metrics) *Targ
 		t.retryReset = m.Retries.WithLabelValues(pool.Name(), "reset")
 		t.retryTimeout = m.Retries.WithLabelValues(pool.Name(), "per_try_timeout")
 		t.retries = m.Retries
+		t.budgetOut = m.RetryBudgetOut.WithLabelValues(pool.Name())
 	}
 	return t
 }
@@ -119,8 +124,13 @@ func (t *Target) deposit(budget float64) {
 func (t *Target) withdraw() bool {
 	if t.tokens.Add(-1000) < 0 {
 		t.tokens.Add(1000)
+		t.Pool.Traffic.Count(balancer.OutBudget)
+		if t.budgetOut != nil {
+			t.budgetOut.Inc()
+		}
 		return false
 	}
+	t.Pool.Traffic.Count(balancer.OutRetry)
 	return true
 }
 

@@ -146,6 +146,13 @@ func (p *TCP) handle(client net.Conn) {
 		backend = c
 		return stageOK, 0
 	})
+	// For the dashboard a tcp pool answers connections: 2xx once one
+	// reached a backend, with the time that took.
+	if o.st == stageOK {
+		t.Pool.Traffic.Status(balancer.Out2xx, o.elapsed)
+	} else {
+		t.Pool.Traffic.Status(outcomeOf(o.st), o.elapsed)
+	}
 	if o.st != stageOK {
 		p.log.Debug("no backend for connection", "pool", t.Name, "client", client.RemoteAddr().String(), "stage", o.st)
 		return
