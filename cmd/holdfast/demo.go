@@ -69,6 +69,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer, log *
   try:       curl http://%s/            (repeat: round robin over the healthy backends)
   status:    http://%s/status  (or /status.json, /metrics)
   stop:      Ctrl-C (drains, then exits)
+  next:      holdfast drill -c <file>   rehearse servfail, dns-outage, backend-kill, flapping, ... against
+             your own config, with simulated DNS and backends on loopback (README: "Drills")
 `, ports[0], ports[3], demoFlapPeriod, dnsAddr, *listen, *adminAddr)
 	a := app.New(cfg, app.Options{Log: log})
 	return serve(ctx, a, log)

@@ -28,6 +28,10 @@ commands:
                            SOCK, if any, then serve SOCK for the next one (see docs/upgrade.md)
   check [-c FILE] [--resolve]
                            validate the config; --resolve also resolves discovery and probes health
+  drill [-c FILE] [--max-incident D] [--list] [DRILL...]
+                           rehearse incidents (servfail, dns-outage, backend-kill, ...) against
+                           FILE's pools with simulated DNS and backends on loopback; exit 1 if
+                           a drill lost a request the config could have saved
   demo                     self-contained demo: embedded config, in-process backends and DNS
   version                  print version, commit and Go version
   probe [--token-file FILE] URL
@@ -94,6 +98,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdProbe(cargs, stderr)
 	case "backend":
 		return cmdBackend(cargs, stdout, stderr)
+	case "drill":
+		return cmdDrill(ctx, cargs, stdout, stderr, log)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -67,6 +67,7 @@ type Server struct {
 	glue    bool
 	faults  []Fault
 	queries int
+	udpMax  int // 0: the client's buffer size decides
 	log     []Query
 }
 
@@ -202,6 +203,15 @@ func (s *Server) SetFaults(pattern ...Fault) {
 	s.mu.Unlock()
 }
 
+// SetUDPLimit caps UDP answers at n bytes whatever buffer the client
+// advertises, as a path that drops larger datagrams would (an answer that
+// does not fit is truncated with the TC bit set); 0 removes the cap.
+func (s *Server) SetUDPLimit(n int) {
+	s.mu.Lock()
+	s.udpMax = n
+	s.mu.Unlock()
+}
+
 // EveryNth returns a pattern that applies f to every nth query and answers
 // the others normally.
 func EveryNth(n int, f Fault) []Fault {
@@ -242,6 +252,7 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 	}
 	s.log = append(s.log, Query{N: s.queries, Net: network, Name: q.Name, Type: q.Qtype, Fault: fault})
 	answer, extra, exists := s.lookup(q)
+	udpMax := s.udpMax
 	s.mu.Unlock()
 
 	m := new(dns.Msg)
@@ -279,6 +290,9 @@ func (s *Server) serve(w dns.ResponseWriter, req *dns.Msg) {
 		size = dns.MinMsgSize
 		if opt := req.IsEdns0(); opt != nil {
 			size = int(opt.UDPSize())
+		}
+		if udpMax > 0 {
+			size = min(size, udpMax)
 		}
 	}
 	if opt := req.IsEdns0(); opt != nil {

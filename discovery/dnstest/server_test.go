@@ -100,3 +100,26 @@ func TestPatternAndTruncation(t *testing.T) {
 		t.Errorf("removed name: %v, want NXDOMAIN", r)
 	}
 }
+
+// TestUDPLimit: with a 512-byte cap a 40-record answer is truncated over
+// UDP though the client advertises 4096, and complete over TCP.
+func TestUDPLimit(t *testing.T) {
+	s := Start(t)
+	s.Add(SRVRecords("_http._tcp.big.test.", "big.test.", 40, 10, 10, 8080)...)
+	r, err := ask(t, s, "udp", "_http._tcp.big.test.", dns.TypeSRV)
+	if err != nil || r.Truncated {
+		t.Fatalf("uncapped udp: truncated=%v err=%v", r != nil && r.Truncated, err)
+	}
+	s.SetUDPLimit(512)
+	r, err = ask(t, s, "udp", "_http._tcp.big.test.", dns.TypeSRV)
+	if r != nil {
+		r.Compress = true
+	}
+	if err != nil || !r.Truncated || r.Len() > 512 {
+		t.Fatalf("capped udp: want truncated within 512 bytes, got tc=%v len=%d err=%v", r != nil && r.Truncated, r.Len(), err)
+	}
+	r, err = ask(t, s, "tcp", "_http._tcp.big.test.", dns.TypeSRV)
+	if err != nil || r.Truncated || len(r.Answer) != 40 {
+		t.Fatalf("tcp: want 40 answers, got err=%v", err)
+	}
+}
