@@ -24,6 +24,7 @@ import (
 	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/config"
 	"github.com/holdfast-lb/holdfast/discovery"
+	"github.com/holdfast-lb/holdfast/hostaddr"
 	"github.com/holdfast-lb/holdfast/metrics"
 	"github.com/holdfast-lb/holdfast/proxy"
 	"github.com/holdfast-lb/holdfast/state"
@@ -48,6 +49,9 @@ type Options struct {
 	// connection cap is derived from (config.ClientConnCap); 0 reads the
 	// process's soft RLIMIT_NOFILE.
 	DescriptorLimit uint64
+	// Addresses follows the host's addresses for listeners on a specific
+	// IP (addrwatch.go); nil: the kernel's, through netlink.
+	Addresses hostaddr.Source
 }
 
 // App is a running holdfast. Its methods are safe for concurrent use.
@@ -178,6 +182,7 @@ func (a *App) Start(ctx context.Context) error {
 		}()
 		w.Changed() // the first write: what the file restored plus the config
 	}
+	a.startAddrWatch()
 	a.started.Store(true)
 	return nil
 }
@@ -456,10 +461,12 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 	// allow/deny is checked on the bare socket, before the PROXY header
 	// and TLS: a refused peer costs one accept and one close.
 	acc := proxy.NewAccessControl(access, a.m.ListenerRejected.WithLabelValues(l.Name, "denied"))
+	_, watched := hostaddr.Watched(l.Listen)
+	watched = watched && l.Protocol != "tcp"
 	lim := proxy.NewLimitListener(b.ln, proxy.LimitOptions{
 		Name: l.Name, Max: l.MaxConnections, Cap: a.connCap,
 		Gauge: a.m.ListenerConns.WithLabelValues(l.Name), Metrics: a.m, Log: log,
-		Access: acc,
+		Access: acc, TrackConns: watched,
 	})
 	rt := &listenerRT{cfg: l, ln: lim, acc: acc, done: make(chan struct{})}
 	var ln net.Listener = lim
@@ -483,7 +490,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
 			HeaderTimeout: l.Timeouts.Header.D(),
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
-			Park:      l.Timeouts.Park.D(),
+			Park:      l.Timeouts.Park.D(), TrackIdle: watched,
 			Policy:    httpPolicy(l, trust),
 			AccessLog: l.AccessLog.Enabled, AccessLogCombined: l.AccessLog.Format == "combined",
 			Log: log, Metrics: a.m,

@@ -383,7 +383,24 @@ func foExampleTimers(t *testing.T, conf string) {
 
 // ---- the test ----
 
-func TestFailoverFloatingIP(t *testing.T) {
+// foPair is the running pair: both holdfasts bound, keepalived on both
+// nodes, node a holding the floating IP.
+type foPair struct {
+	n          *foNet
+	self, work string
+	hf, ka     map[string]*foProc
+	be         *foProc
+	drainDelay time.Duration
+	allowedGap time.Duration // crash: what the check interval and VRRP timers allow
+	startHF    func(node string)
+	ready      func(node string) bool
+}
+
+// foStartPair sets up the namespaces, backends, both holdfasts and both
+// keepalived instances. kaEdit, when set, edits each node's keepalived.conf
+// before it starts.
+func foStartPair(t *testing.T, kaEdit func(node, conf string) string) *foPair {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
@@ -475,6 +492,9 @@ func TestFailoverFloatingIP(t *testing.T) {
 	}
 	ka := map[string]*foProc{}
 	for node, conf := range map[string]string{"a": kaA, "b": kaB} {
+		if kaEdit != nil {
+			conf = kaEdit(node, conf)
+		}
 		p := filepath.Join(work, "keepalived-"+node+".conf")
 		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
@@ -495,6 +515,12 @@ func TestFailoverFloatingIP(t *testing.T) {
 	if n.vipOn("b") {
 		t.Fatal("both nodes hold the floating IP")
 	}
+	return &foPair{n: n, self: self, work: work, hf: hf, ka: ka, be: be, drainDelay: drainDelay, allowedGap: allowedGap, startHF: startHF, ready: ready}
+}
+
+func TestFailoverFloatingIP(t *testing.T) {
+	p := foStartPair(t, nil)
+	n, self, hf, ka, drainDelay, allowedGap, startHF, ready := p.n, p.self, p.hf, p.ka, p.drainDelay, p.allowedGap, p.startHF, p.ready
 
 	// (a) Planned switch: SIGTERM to the active holdfast.
 	t.Run("planned", func(t *testing.T) {
