@@ -490,7 +490,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
 			HeaderTimeout: l.Timeouts.Header.D(),
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
-			Park:      l.Timeouts.Park.D(), TrackIdle: watched,
+			Park: l.Timeouts.Park.D(), TrackIdle: watched,
 			Policy:    httpPolicy(l, trust),
 			AccessLog: l.AccessLog.Enabled, AccessLogCombined: l.AccessLog.Format == "combined",
 			Log: log, Metrics: a.m,

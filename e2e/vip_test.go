@@ -18,7 +18,9 @@ import (
 // busy ones after their response, with Connection: close) so the client
 // reconnects to the new master. No request may fail.
 func TestFailoverPriority(t *testing.T) {
-	maint := func(node string) string { return filepath.Join(os.TempDir(), "hffo-maint-"+strings.TrimPrefix(node, "/")) }
+	maint := func(node string) string {
+		return filepath.Join(os.TempDir(), "hffo-maint-"+strings.TrimPrefix(node, "/"))
+	}
 	p := foStartPair(t, func(node, conf string) string {
 		file := maint(node)
 		if err := os.WriteFile(file, []byte("0\n"), 0o644); err != nil {
