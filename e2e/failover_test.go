@@ -32,6 +32,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -602,6 +603,11 @@ type foStats struct {
 	MaxLatencyMS float64          `json:"max_latency_ms"`
 	Seconds      float64          `json:"seconds"`
 	Errors       []string         `json:"errors,omitempty"`
+	// Retried counts requests that took more than one connection: the
+	// client retried them after a reused connection broke (a reset from
+	// a node that does not know it), which Go's client does for
+	// idempotent requests only.
+	Retried int64 `json:"retried"`
 }
 
 func (s foStats) String() string {
@@ -614,8 +620,8 @@ func (s foStats) String() string {
 		by = append(by, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(by)
-	return fmt.Sprintf("%d ok, %d failed (requests lost), longest gap %.0fms, slowest request %.0fms, %.0f req/s over %.1fs, served by %s",
-		s.OK, s.Fail, s.MaxGapMS, s.MaxLatencyMS, rate, s.Seconds, strings.Join(by, " "))
+	return fmt.Sprintf("%d ok, %d failed (requests lost), %d retried on a new connection, longest gap %.0fms, slowest request %.0fms, %.0f req/s over %.1fs, served by %s",
+		s.OK, s.Fail, s.Retried, s.MaxGapMS, s.MaxLatencyMS, rate, s.Seconds, strings.Join(by, " "))
 }
 
 type foClient struct {
@@ -720,10 +726,13 @@ func foClientMain() int {
 		start  = time.Now()
 		lastOK = start
 	)
-	record := func(node string, began time.Time, err error) {
+	record := func(node string, began time.Time, conns int, err error) {
 		now := time.Now()
 		mu.Lock()
 		defer mu.Unlock()
+		if conns > 1 {
+			st.Retried++
+		}
 		if lat := float64(now.Sub(began)) / float64(time.Millisecond); lat > st.MaxLatencyMS {
 			st.MaxLatencyMS = lat
 		}
@@ -771,9 +780,16 @@ func foClientMain() int {
 				case <-tk.C:
 				}
 				began := time.Now()
-				resp, err := client.Get(url)
+				var conns atomic.Int32
+				trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
+				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url, nil)
 				if err != nil {
-					record("", began, err)
+					record("", began, 0, err)
+					continue
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					record("", began, int(conns.Load()), err)
 					continue
 				}
 				body, err := io.ReadAll(resp.Body)
@@ -781,7 +797,7 @@ func foClientMain() int {
 				if err == nil && resp.StatusCode != http.StatusOK {
 					err = fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 				}
-				record(strings.TrimSpace(string(body)), began, err)
+				record(strings.TrimSpace(string(body)), began, int(conns.Load()), err)
 			}
 		}()
 	}
