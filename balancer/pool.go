@@ -89,6 +89,11 @@ type Pool struct {
 	updates chan *Options
 	pokes   chan chan struct{} // Refresh: rebuild, then close the channel
 	done    chan struct{}
+	// warmed is closed by settle: the pool can route, or its discovery
+	// failed (Warmed).
+	warmed     chan struct{}
+	settleOnce sync.Once
+	settleFn   func()
 
 	// Owned by run.
 	restored  map[string]health.Saved // RestoreHealth's, used up by newEntry
@@ -135,8 +140,10 @@ func NewPool(o *Options, hooks Hooks, m *metrics.Metrics, log *slog.Logger) *Poo
 		updates: make(chan *Options, 1),
 		pokes:   make(chan chan struct{}),
 		done:    make(chan struct{}),
+		warmed:  make(chan struct{}),
 		entries: map[string]*entry{},
 	}
+	p.settleFn = func() { p.settleOnce.Do(func() { close(p.warmed) }) }
 	p.opts.Store(o)
 	p.Discovery.pool = o.Name
 	p.Discovery.m = m
@@ -190,6 +197,11 @@ func (p *Pool) Update(o *Options) {
 	}
 	p.updates <- o
 }
+
+// Warmed is closed once the pool can route (Ready), or once its discovery
+// has answered with a failure, after which waiting longer for a first set
+// would not help. It stays closed. A new pool's warm-up waits on it.
+func (p *Pool) Warmed() <-chan struct{} { return p.warmed }
 
 // Done is closed when Run has returned and every probe has stopped.
 func (p *Pool) Done() <-chan struct{} { return p.done }
@@ -279,6 +291,7 @@ func (p *Pool) discoveryOf(o *Options) *DiscoveryState {
 	if d.pool != p.name || d.m != p.m {
 		d.pool, d.m = p.name, p.m
 	}
+	d.failed.Store(&p.settleFn)
 	return d
 }
 
@@ -605,6 +618,9 @@ func (p *Pool) rebuild() {
 	// After the snapshot: a reader that sees hadBackend sees the set too.
 	if len(all) > 0 && !p.hadBackend.Load() {
 		p.hadBackend.Store(true)
+	}
+	if p.Ready() {
+		p.settleFn()
 	}
 	if p.hooks.Changed != nil {
 		p.hooks.Changed()

@@ -173,6 +173,8 @@ type DiscoveryState struct {
 	lastOK   atomic.Int64
 	backends atomic.Int64
 	last     atomic.Pointer[string]
+	// failed is called after a lookup that failed (its pool's Warmed).
+	failed atomic.Pointer[func()]
 }
 
 // SetResolver names the resolver for the lookups metric. Safe to call while
@@ -183,6 +185,11 @@ func (d *DiscoveryState) SetResolver(name string) { d.resolver.Store(&name) }
 func (d *DiscoveryState) Lookup(result string) {
 	d.active.Store(true)
 	d.last.Store(&result)
+	if result != discovery.ResultOK {
+		if f := d.failed.Load(); f != nil {
+			(*f)()
+		}
+	}
 	if d.m != nil {
 		res := ""
 		if r := d.resolver.Load(); r != nil {
