@@ -24,6 +24,7 @@ import (
 	"github.com/holdfast-lb/holdfast/balancer"
 	"github.com/holdfast-lb/holdfast/config"
 	"github.com/holdfast-lb/holdfast/discovery"
+	"github.com/holdfast-lb/holdfast/hostaddr"
 	"github.com/holdfast-lb/holdfast/metrics"
 	"github.com/holdfast-lb/holdfast/proxy"
 	"github.com/holdfast-lb/holdfast/state"
@@ -48,6 +49,9 @@ type Options struct {
 	// connection cap is derived from (config.ClientConnCap); 0 reads the
 	// process's soft RLIMIT_NOFILE.
 	DescriptorLimit uint64
+	// Addresses follows the host's addresses for listeners on a specific
+	// IP (addrwatch.go); nil: the kernel's, through netlink.
+	Addresses hostaddr.Source
 }
 
 // App is a running holdfast. Its methods are safe for concurrent use.
@@ -57,7 +61,12 @@ type App struct {
 	reg  *prometheus.Registry
 	m    *metrics.Metrics
 
-	mu        sync.Mutex // serialises Start, Reload and Shutdown
+	// applyMu serialises Start, Reload and Shutdown; mu guards the
+	// fields below for readers (/readyz, /metrics, /status) and is held
+	// only briefly, never while pools warm or listeners drain. cfg,
+	// pools and listeners change only with both held.
+	applyMu   sync.Mutex
+	mu        sync.Mutex
 	cfg       *config.Config
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -144,8 +153,8 @@ func (a *App) Config() *config.Config { a.mu.Lock(); defer a.mu.Unlock(); return
 // Start binds the admin and traffic listeners (all or none) and starts the
 // pools. It returns once everything is serving.
 func (a *App) Start(ctx context.Context) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	for _, w := range config.Warnings(a.cfg) {
 		a.log.Warn("config warning", "warning", w)
@@ -183,6 +192,7 @@ func (a *App) Start(ctx context.Context) error {
 		defer a.wg.Done()
 		a.runSampler(a.ctx)
 	}()
+	a.startAddrWatch()
 	a.started.Store(true)
 	return nil
 }
@@ -193,13 +203,59 @@ type bound struct {
 	ln  net.Listener
 }
 
-// apply moves the running state to cfg. Everything that can fail (building
-// pool options, binding new listeners) happens before anything changes, so
-// a failed apply leaves the App as it was.
+// staged is what apply prepared before it commits: nothing of it is
+// visible to readers of the App yet.
+type staged struct {
+	opts     map[string]*balancer.Options
+	tls      map[string]*tls.Config
+	trust    map[string]proxy.TrustList
+	access   map[string]proxy.AccessList
+	certSets map[string]*proxy.CertSet
+	fresh    []bound            // Bind and Rebind, bound, not serving
+	started  map[string]*poolRT // StartPools, running, warming
+}
+
+// apply moves the running state to cfg along plan(old, cfg). Everything
+// that can fail (building pool options, binding new listeners) happens
+// before anything changes, so a failed apply leaves the App as it was.
+// The caller holds applyMu; apply takes mu only to stage and to commit,
+// never while new pools warm, so /readyz, /metrics and /status answer
+// during a slow warm-up.
 func (a *App) apply(cfg *config.Config, first bool) error {
+	old := a.cfg // only applyMu holders write it
+	if first {
+		old = nil
+	}
+	pl := plan(old, cfg)
+	a.mu.Lock()
+	st, err := a.stage(cfg, pl, first)
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	// New pools warm before a listener routes to them: their first set is
+	// applied by their own goroutine, and a request routed there before
+	// that would get a 503 (Envoy warms new clusters the same way). During
+	// a takeover this also keeps the new process from accepting before it
+	// can route.
+	started := make([]*balancer.Pool, 0, len(pl.StartPools))
+	for _, name := range pl.StartPools {
+		started = append(started, st.started[name].pool)
+	}
+	a.warm(started)
+	a.mu.Lock()
+	a.commit(cfg, pl, st)
+	a.mu.Unlock()
+	return nil
+}
+
+// stage builds and binds what cfg needs and starts its new pools. Called
+// with mu held.
+func (a *App) stage(cfg *config.Config, pl Plan, first bool) (*staged, error) {
+	st := &staged{opts: map[string]*balancer.Options{}, tls: map[string]*tls.Config{},
+		trust: map[string]proxy.TrustList{}, access: map[string]proxy.AccessList{},
+		certSets: map[string]*proxy.CertSet{}, started: map[string]*poolRT{}}
 	// 1. Pool options for every pool.
-	newOpts := map[string]*balancer.Options{}
-	newTLS := map[string]*tls.Config{}
 	var errs *multierror.Error
 	for i := range cfg.Pools {
 		p := &cfg.Pools[i]
@@ -216,127 +272,126 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		if first {
 			restoreOptions(a.saved, p, o)
 		}
-		newOpts[p.Name] = o
-		newTLS[p.Name] = tc
+		st.opts[p.Name] = o
+		st.tls[p.Name] = tc
 	}
 	// Trust lists, parsed once per listener (validated before; this only
 	// turns them into prefixes).
-	trust := map[string]proxy.TrustList{}
-	access := map[string]proxy.AccessList{}
 	for _, l := range cfg.Listeners {
 		t, err := proxy.ParseTrustList(l.TrustedProxies)
 		if err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
 			continue
 		}
-		trust[l.Name] = t
+		st.trust[l.Name] = t
 		acl, err := proxy.ParseAccessList(l.Allow, l.Deny)
 		if err != nil {
 			errs = multierror.Append(errs, fmt.Errorf("listener %q: %w", l.Name, err))
 			continue
 		}
-		access[l.Name] = acl
+		st.access[l.Name] = acl
 	}
 	if errs != nil {
-		return errs
+		return nil, errs
 	}
 	// 2. Bind listeners that are new or moved; reread the certificates of
 	// TLS listeners that stay (same paths, new content is picked up).
-	var fresh []bound
-	certSets := map[string]*proxy.CertSet{}
-	for _, l := range cfg.Listeners {
-		if old, ok := a.listeners[l.Name]; ok && sameSocket(old.cfg, l) {
-			if old.certs != nil {
-				set, err := proxy.LoadCertSet(l.TLS)
-				if err != nil {
-					for _, b := range fresh {
-						_ = b.ln.Close()
-					}
-					return fmt.Errorf("listener %q: %w", l.Name, err)
-				}
-				certSets[l.Name] = set
-			}
-			continue
+	fail := func(err error) (*staged, error) {
+		for _, b := range st.fresh {
+			_ = b.ln.Close()
 		}
+		return nil, err
+	}
+	for _, name := range pl.Retarget {
+		l := findListener(cfg, name)
+		if rt := a.listeners[name]; rt != nil && rt.certs != nil {
+			set, err := proxy.LoadCertSet(l.TLS)
+			if err != nil {
+				return fail(fmt.Errorf("listener %q: %w", l.Name, err))
+			}
+			st.certSets[name] = set
+		}
+	}
+	for _, name := range slices.Concat(pl.Bind, pl.Rebind) {
+		l := findListener(cfg, name)
 		ln, err := a.bind(l)
 		if err != nil {
-			for _, b := range fresh {
-				_ = b.ln.Close()
-			}
-			return fmt.Errorf("listener %q: %w", l.Name, err)
+			return fail(fmt.Errorf("listener %q: %w", l.Name, err))
 		}
-		fresh = append(fresh, bound{l, ln})
+		st.fresh = append(st.fresh, bound{l, ln})
 	}
-	// Nothing fails from here on.
-	keepPools := map[string]bool{}
-	var started []*balancer.Pool
-	for i := range cfg.Pools {
-		p := cfg.Pools[i]
-		keepPools[p.Name] = true
-		o := newOpts[p.Name]
-		if rt, ok := a.pools[p.Name]; ok {
-			rt.pool.Update(o)
-			rt.target.SetConfig(targetConfig(&p))
-			rt.tls.Set(newTLS[p.Name]) // new connections: re-read certificates
-			if upstreamConfig(&p) != upstreamConfig(&rt.cfg) {
-				// Each backend's client is built once, with its endpoint.
-				a.log.Warn("pool limits, timeouts and send_proxy_protocol keep their old values until restart", "pool", p.Name)
-				p.Limits, p.Timeouts, p.SendProxyProtocol = rt.cfg.Limits, rt.cfg.Timeouts, rt.cfg.SendProxyProtocol
-			}
-			rt.cfg = p
-			continue
+	// Nothing fails from here on. 3. Start the new pools.
+	for _, name := range pl.StartPools {
+		p := *findPool(cfg, name)
+		st.started[name] = a.startPool(p, st.opts[name], st.tls[name])
+	}
+	return st, nil
+}
+
+// commit carries out the rest of pl once the new pools warmed: pools take
+// their options, listeners their routes, moved and removed listeners
+// drain in the background, removed pools stop. Called with mu held; it
+// does not wait.
+func (a *App) commit(cfg *config.Config, pl Plan, st *staged) {
+	for _, name := range pl.UpdatePools {
+		p, rt := *findPool(cfg, name), a.pools[name]
+		if rt == nil {
+			continue // not running (cannot happen: a.cfg and a.pools move together)
 		}
-		a.pools[p.Name] = a.startPool(p, o, newTLS[p.Name])
-		started = append(started, a.pools[p.Name].pool)
+		rt.pool.Update(st.opts[name])
+		rt.target.SetConfig(targetConfig(&p))
+		rt.tls.Set(st.tls[name]) // new connections: re-read certificates
+		if upstreamConfig(&p) != upstreamConfig(&rt.cfg) {
+			// Each backend's client is built once, with its endpoint.
+			a.log.Warn("pool limits, timeouts and send_proxy_protocol keep their old values until restart", "pool", p.Name)
+			p.Limits, p.Timeouts, p.SendProxyProtocol = rt.cfg.Limits, rt.cfg.Timeouts, rt.cfg.SendProxyProtocol
+		}
+		rt.cfg = p
 	}
-	// New pools warm before a listener routes to them: their first set is
-	// applied by their own goroutine, and a request routed there before
-	// that would get a 503 (Envoy warms new clusters the same way). During
-	// a takeover this also keeps the new process from accepting before it
-	// can route.
-	a.warm(started)
+	for name, rt := range st.started {
+		a.pools[name] = rt
+	}
 	targets := map[string]*proxy.Target{}
 	for n, rt := range a.pools {
 		targets[n] = rt.target
 	}
 	// Existing listeners on the same socket take the new routes in place.
-	keepListeners := map[string]bool{}
-	for _, l := range cfg.Listeners {
-		keepListeners[l.Name] = true
-		if old, ok := a.listeners[l.Name]; ok && sameSocket(old.cfg, l) {
-			old.cfg = l
-			if old.http != nil {
-				old.http.SetRoutes(a.routes(l, targets))
-				old.http.SetAccessLog(l.AccessLog.Enabled)
-				old.http.SetAccessLogCombined(l.AccessLog.Format == "combined")
-				old.http.SetPolicy(httpPolicy(l, trust[l.Name]))
-			}
-			if old.tcp != nil {
-				old.tcp.SetTarget(targets[l.Pool])
-			}
-			if set := certSets[l.Name]; set != nil {
-				old.certs.Set(set)
-			}
-			if old.pp != nil {
-				old.pp.SetTrusted(trust[l.Name])
-			}
-			old.acc.Set(access[l.Name])
+	for _, name := range pl.Retarget {
+		l, old := findListener(cfg, name), a.listeners[name]
+		if old == nil {
+			continue // not running (cannot happen: a.cfg and a.listeners move together)
 		}
+		old.cfg = l
+		if old.http != nil {
+			old.http.SetRoutes(a.routes(l, targets))
+			old.http.SetAccessLog(l.AccessLog.Enabled)
+			old.http.SetAccessLogCombined(l.AccessLog.Format == "combined")
+			old.http.SetPolicy(httpPolicy(l, st.trust[l.Name]))
+		}
+		if old.tcp != nil {
+			old.tcp.SetTarget(targets[l.Pool])
+		}
+		if set := st.certSets[name]; set != nil {
+			old.certs.Set(set)
+		}
+		if old.pp != nil {
+			old.pp.SetTrusted(st.trust[l.Name])
+		}
+		old.acc.Set(st.access[l.Name])
 	}
 	// Listeners that moved or left drain in the background.
-	for name, old := range a.listeners {
-		if keepListeners[name] && sameSocket(old.cfg, findListener(cfg, name)) {
-			continue
+	for _, name := range slices.Concat(pl.Rebind, pl.Drain) {
+		if old, ok := a.listeners[name]; ok {
+			delete(a.listeners, name)
+			go a.stopListener(old, old.cfg.Timeouts.Drain.D())
 		}
-		delete(a.listeners, name)
-		go a.stopListener(old, old.cfg.Timeouts.Drain.D())
 	}
-	for _, b := range fresh {
-		a.listeners[b.cfg.Name] = a.serve(b, targets, trust[b.cfg.Name], access[b.cfg.Name])
+	for _, b := range st.fresh {
+		a.listeners[b.cfg.Name] = a.serve(b, targets, st.trust[b.cfg.Name], st.access[b.cfg.Name])
 	}
 	// Pools no longer referenced stop once their listeners are gone.
-	for name, rt := range a.pools {
-		if !keepPools[name] {
+	for _, name := range pl.StopPools {
+		if rt, ok := a.pools[name]; ok {
 			delete(a.pools, name)
 			rt.cancel()
 			a.log.Info("pool removed", "pool", name)
@@ -344,6 +399,14 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 	}
 	a.cfg = cfg
 	a.setConnCap(cfg)
+}
+
+func findPool(cfg *config.Config, name string) *config.Pool {
+	for i := range cfg.Pools {
+		if cfg.Pools[i].Name == name {
+			return &cfg.Pools[i]
+		}
+	}
 	return nil
 }
 
@@ -396,20 +459,22 @@ func (a *App) bind(l config.Listener) (net.Listener, error) {
 const warmTimeout = 5 * time.Second
 
 // warm waits until each pool can route, or its discovery has answered
-// with a failure (then waiting longer would not help), or warmTimeout.
+// with a failure (then waiting longer would not help), or warmTimeout:
+// each pool's Warmed channel, no polling.
 func (a *App) warm(pools []*balancer.Pool) {
 	if len(pools) == 0 {
 		return
 	}
-	deadline := time.Now().Add(warmTimeout)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
+	deadline := time.NewTimer(warmTimeout)
+	defer deadline.Stop()
+	late := false
 	for _, p := range pools {
-		for !p.Ready() && time.Now().Before(deadline) {
-			if d := p.Status().Discovery; d != nil && d.LastResult != "" && d.LastResult != "ok" {
-				break
+		if !late {
+			select {
+			case <-p.Warmed():
+			case <-deadline.C:
+				late = true
 			}
-			<-tick.C
 		}
 		if !p.Ready() {
 			a.log.Warn("pool has no routable backend yet; routing to it anyway", "pool", p.Name())
@@ -461,10 +526,12 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 	// allow/deny is checked on the bare socket, before the PROXY header
 	// and TLS: a refused peer costs one accept and one close.
 	acc := proxy.NewAccessControl(access, a.m.ListenerRejected.WithLabelValues(l.Name, "denied"))
+	_, watched := hostaddr.Watched(l.Listen)
+	watched = watched && l.Protocol != "tcp"
 	lim := proxy.NewLimitListener(b.ln, proxy.LimitOptions{
 		Name: l.Name, Max: l.MaxConnections, Cap: a.connCap,
 		Gauge: a.m.ListenerConns.WithLabelValues(l.Name), Metrics: a.m, Log: log,
-		Access: acc,
+		Access: acc, TrackConns: watched,
 	})
 	rt := &listenerRT{cfg: l, ln: lim, acc: acc, done: make(chan struct{})}
 	var ln net.Listener = lim
@@ -488,7 +555,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
 			HeaderTimeout: l.Timeouts.Header.D(),
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
-			Park:      l.Timeouts.Park.D(),
+			Park: l.Timeouts.Park.D(), TrackIdle: watched,
 			Policy:    httpPolicy(l, trust),
 			AccessLog: l.AccessLog.Enabled, AccessLogCombined: l.AccessLog.Format == "combined",
 			Log: log, Metrics: a.m,
@@ -575,8 +642,8 @@ func (a *App) Reload() (string, error) {
 
 // ReloadConfig applies an already validated config.
 func (a *App) ReloadConfig(cfg *config.Config) (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
 	if a.draining.Load() {
 		a.m.ReloadFailures.Inc()
 		return "", errors.New("draining: reload refused")
@@ -807,6 +874,8 @@ func (a *App) Shutdown(ctx context.Context) {
 			t.Stop()
 		}
 	}
+	a.applyMu.Lock() // a reload that is warming pools finishes first
+	defer a.applyMu.Unlock()
 	a.mu.Lock()
 	var wg sync.WaitGroup
 	for name, rt := range a.listeners {

@@ -99,6 +99,11 @@ type Pool struct {
 	updates chan *Options
 	pokes   chan chan struct{} // Refresh: rebuild, then close the channel
 	done    chan struct{}
+	// warmed is closed by settle: the pool can route, or its discovery
+	// failed (Warmed).
+	warmed     chan struct{}
+	settleOnce sync.Once
+	settleFn   func()
 
 	// Owned by run.
 	restored  map[string]health.Saved // RestoreHealth's, used up by newEntry
@@ -145,9 +150,11 @@ func NewPool(o *Options, hooks Hooks, m *metrics.Metrics, log *slog.Logger) *Poo
 		updates: make(chan *Options, 1),
 		pokes:   make(chan chan struct{}),
 		done:    make(chan struct{}),
+		warmed:  make(chan struct{}),
 		entries: map[string]*entry{},
 		since:   time.Now(),
 	}
+	p.settleFn = func() { p.settleOnce.Do(func() { close(p.warmed) }) }
 	p.opts.Store(o)
 	p.Discovery.pool = o.Name
 	p.Discovery.m = m
@@ -201,6 +208,11 @@ func (p *Pool) Update(o *Options) {
 	}
 	p.updates <- o
 }
+
+// Warmed is closed once the pool can route (Ready), or once its discovery
+// has answered with a failure, after which waiting longer for a first set
+// would not help. It stays closed. A new pool's warm-up waits on it.
+func (p *Pool) Warmed() <-chan struct{} { return p.warmed }
 
 // Done is closed when Run has returned and every probe has stopped.
 func (p *Pool) Done() <-chan struct{} { return p.done }
@@ -290,6 +302,7 @@ func (p *Pool) discoveryOf(o *Options) *DiscoveryState {
 	if d.pool != p.name || d.m != p.m {
 		d.pool, d.m = p.name, p.m
 	}
+	d.failed.Store(&p.settleFn)
 	return d
 }
 
@@ -628,6 +641,9 @@ func (p *Pool) rebuild() {
 	// After the snapshot: a reader that sees hadBackend sees the set too.
 	if len(all) > 0 && !p.hadBackend.Load() {
 		p.hadBackend.Store(true)
+	}
+	if p.Ready() {
+		p.settleFn()
 	}
 	if p.hooks.Changed != nil {
 		p.hooks.Changed()

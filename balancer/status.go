@@ -244,6 +244,8 @@ type DiscoveryState struct {
 	lastOK   atomic.Int64
 	backends atomic.Int64
 	last     atomic.Pointer[string]
+	// failed is called after a lookup that failed (its pool's Warmed).
+	failed atomic.Pointer[func()]
 
 	// The status page's recent answers: one lookup or one DNS query at a
 	// time, never per request.
@@ -355,6 +357,11 @@ func (d *DiscoveryState) SetResolver(name string) { d.resolver.Store(&name) }
 func (d *DiscoveryState) Lookup(result string) {
 	d.active.Store(true)
 	d.last.Store(&result)
+	if result != discovery.ResultOK {
+		if f := d.failed.Load(); f != nil {
+			(*f)()
+		}
+	}
 	if d.m != nil {
 		res := ""
 		if r := d.resolver.Load(); r != nil {

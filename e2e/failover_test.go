@@ -32,6 +32,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -383,7 +384,24 @@ func foExampleTimers(t *testing.T, conf string) {
 
 // ---- the test ----
 
-func TestFailoverFloatingIP(t *testing.T) {
+// foPair is the running pair: both holdfasts bound, keepalived on both
+// nodes, node a holding the floating IP.
+type foPair struct {
+	n          *foNet
+	self, work string
+	hf, ka     map[string]*foProc
+	be         *foProc
+	drainDelay time.Duration
+	allowedGap time.Duration // crash: what the check interval and VRRP timers allow
+	startHF    func(node string)
+	ready      func(node string) bool
+}
+
+// foStartPair sets up the namespaces, backends, both holdfasts and both
+// keepalived instances. kaEdit, when set, edits each node's keepalived.conf
+// before it starts.
+func foStartPair(t *testing.T, kaEdit func(node, conf string) string) *foPair {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
 	}
@@ -475,6 +493,9 @@ func TestFailoverFloatingIP(t *testing.T) {
 	}
 	ka := map[string]*foProc{}
 	for node, conf := range map[string]string{"a": kaA, "b": kaB} {
+		if kaEdit != nil {
+			conf = kaEdit(node, conf)
+		}
 		p := filepath.Join(work, "keepalived-"+node+".conf")
 		if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 			t.Fatal(err)
@@ -495,6 +516,12 @@ func TestFailoverFloatingIP(t *testing.T) {
 	if n.vipOn("b") {
 		t.Fatal("both nodes hold the floating IP")
 	}
+	return &foPair{n: n, self: self, work: work, hf: hf, ka: ka, be: be, drainDelay: drainDelay, allowedGap: allowedGap, startHF: startHF, ready: ready}
+}
+
+func TestFailoverFloatingIP(t *testing.T) {
+	p := foStartPair(t, nil)
+	n, self, hf, ka, drainDelay, allowedGap, startHF, ready := p.n, p.self, p.hf, p.ka, p.drainDelay, p.allowedGap, p.startHF, p.ready
 
 	// (a) Planned switch: SIGTERM to the active holdfast.
 	t.Run("planned", func(t *testing.T) {
@@ -576,6 +603,11 @@ type foStats struct {
 	MaxLatencyMS float64          `json:"max_latency_ms"`
 	Seconds      float64          `json:"seconds"`
 	Errors       []string         `json:"errors,omitempty"`
+	// Retried counts requests that took more than one connection: the
+	// client retried them after a reused connection broke (a reset from
+	// a node that does not know it), which Go's client does for
+	// idempotent requests only.
+	Retried int64 `json:"retried"`
 }
 
 func (s foStats) String() string {
@@ -588,8 +620,8 @@ func (s foStats) String() string {
 		by = append(by, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(by)
-	return fmt.Sprintf("%d ok, %d failed (requests lost), longest gap %.0fms, slowest request %.0fms, %.0f req/s over %.1fs, served by %s",
-		s.OK, s.Fail, s.MaxGapMS, s.MaxLatencyMS, rate, s.Seconds, strings.Join(by, " "))
+	return fmt.Sprintf("%d ok, %d failed (requests lost), %d retried on a new connection, longest gap %.0fms, slowest request %.0fms, %.0f req/s over %.1fs, served by %s",
+		s.OK, s.Fail, s.Retried, s.MaxGapMS, s.MaxLatencyMS, rate, s.Seconds, strings.Join(by, " "))
 }
 
 type foClient struct {
@@ -694,10 +726,13 @@ func foClientMain() int {
 		start  = time.Now()
 		lastOK = start
 	)
-	record := func(node string, began time.Time, err error) {
+	record := func(node string, began time.Time, conns int, err error) {
 		now := time.Now()
 		mu.Lock()
 		defer mu.Unlock()
+		if conns > 1 {
+			st.Retried++
+		}
 		if lat := float64(now.Sub(began)) / float64(time.Millisecond); lat > st.MaxLatencyMS {
 			st.MaxLatencyMS = lat
 		}
@@ -745,9 +780,16 @@ func foClientMain() int {
 				case <-tk.C:
 				}
 				began := time.Now()
-				resp, err := client.Get(url)
+				var conns atomic.Int32
+				trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
+				req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url, nil)
 				if err != nil {
-					record("", began, err)
+					record("", began, 0, err)
+					continue
+				}
+				resp, err := client.Do(req)
+				if err != nil {
+					record("", began, int(conns.Load()), err)
 					continue
 				}
 				body, err := io.ReadAll(resp.Body)
@@ -755,7 +797,7 @@ func foClientMain() int {
 				if err == nil && resp.StatusCode != http.StatusOK {
 					err = fmt.Errorf("status %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
 				}
-				record(strings.TrimSpace(string(body)), began, err)
+				record(strings.TrimSpace(string(body)), began, int(conns.Load()), err)
 			}
 		}()
 	}

@@ -58,6 +58,9 @@ type LimitOptions struct {
 	// lists: each is closed as soon as it is accepted and never counts
 	// as an open connection.
 	Access *AccessControl
+	// TrackConns keeps the set of open connections, for CloseIdle (a
+	// listener on a floating IP that may leave the host).
+	TrackConns bool
 }
 
 // ConnCap bounds the client connections open in the whole process, so that

@@ -37,6 +37,10 @@ type HTTPOptions struct {
 	// an epoll set with no goroutine and no buffer until it is readable.
 	// 0: never parked.
 	Park time.Duration
+	// TrackIdle marks each connection while it waits for its next request,
+	// so that LimitListener.EndKeepAlive can close it (a listener on an
+	// address that may leave the host); see SetAddressLost.
+	TrackIdle bool
 	// Policy is the part of the rules a reload replaces in place.
 	Policy    Policy
 	AccessLog bool
@@ -86,6 +90,7 @@ type HTTP struct {
 	accessLogOn atomic.Bool
 	combined    atomic.Bool
 	draining    atomic.Bool
+	addrLost    atomic.Bool // the listener's address left the host (SetAddressLost)
 	log         *slog.Logger
 	tunnels     tunnelSet // upgraded connections (websocket.go)
 	badRequest  prometheus.Counter
@@ -153,8 +158,10 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		CloseOnShutdown:              true,
 		Logger:                       discardLogger{},
 	}
-	if o.Park > 0 && parkSupported {
+	if o.TrackIdle || (o.Park > 0 && parkSupported) {
 		h.srv.ConnState = h.connState
+	}
+	if o.Park > 0 && parkSupported {
 		// A worker whose connection was parked does not wait long for
 		// another: idle goroutines are what parking gets rid of.
 		h.srv.MaxIdleWorkerDuration = max(o.Park, time.Second)
@@ -168,10 +175,34 @@ func (h *HTTP) connState(c net.Conn, s fasthttp.ConnState) {
 	if s != fasthttp.StateIdle && s != fasthttp.StateActive {
 		return
 	}
+	idle := s == fasthttp.StateIdle
+	if h.opts.TrackIdle {
+		if cc := counted(c); cc != nil {
+			cc.kaIdle.Store(idle)
+			if idle && h.addrLost.Load() && cc.endKeepAlive.Load() {
+				// Gone idle after EndKeepAlive's sweep (its response went
+				// out just before): close it as the sweep would have.
+				cc.closeNow()
+				return
+			}
+		}
+	}
 	if cc := parkable(c); cc != nil {
-		cc.keepAliveWait(s == fasthttp.StateIdle)
+		cc.keepAliveWait(idle)
 	}
 }
+
+// SetAddressLost marks that the listener's address left the host (a
+// floating IP moved to another node while this one keeps running). The
+// caller then calls LimitListener.EndKeepAlive, which closes the idle
+// connections; with TrackIdle, the connections it marked get their next
+// response with Connection: close, and close if they go idle. Connections
+// accepted after it keep alive: they reach this node only while clients
+// still have its link address, and new connections made just before
+// their neighbour cache moves to the new holder are the ones a switch
+// breaks (a reset on a fresh connection is not retried; on a reused one
+// it is). Until SetAddressLost(false). Safe to call concurrently.
+func (h *HTTP) SetAddressLost(lost bool) { h.addrLost.Store(lost) }
 
 // resume serves a parked connection that became readable.
 func (h *HTTP) resume(c net.Conn) {
@@ -180,6 +211,12 @@ func (h *HTTP) resume(c net.Conn) {
 			h.log.Debug("resumed connection failed", "err", err)
 		}
 	}()
+}
+
+// endKeepAlive reports whether LimitListener.EndKeepAlive marked c.
+func endKeepAlive(c net.Conn) bool {
+	cc := counted(c)
+	return cc != nil && cc.endKeepAlive.Load()
 }
 
 // Parked is the number of connections parked now (no goroutine).
@@ -340,7 +377,7 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	if !x.ruled {
 		h.responseRules(ctx, &x)
 	}
-	if x.closeAll || h.draining.Load() {
+	if x.closeAll || h.draining.Load() || (h.addrLost.Load() && endKeepAlive(ctx.Conn())) {
 		ctx.SetConnectionClose()
 	}
 	if x.unread {

@@ -55,6 +55,10 @@ type LimitListener struct {
 	done  chan struct{}
 	once  sync.Once
 	acc   acceptState
+	// conns are the open connections when LimitOptions.TrackConns is set
+	// (CloseIdle); nil otherwise.
+	connsMu sync.Mutex
+	conns   map[*countedConn]struct{}
 }
 
 // NewLimitListener wraps ln.
@@ -64,7 +68,33 @@ func NewLimitListener(ln net.Listener, o LimitOptions) *LimitListener {
 		l.sem = make(chan struct{}, o.Max)
 	}
 	l.acc.init(&l.o)
+	if o.TrackConns {
+		l.conns = map[*countedConn]struct{}{}
+	}
 	return l
+}
+
+// EndKeepAlive marks every open connection to close after its current
+// response and closes the ones that wait for their next request
+// (fasthttp's keep-alive wait, or parked) now; it returns how many it
+// closed. Connections accepted later are not marked. Only with
+// LimitOptions.TrackConns (nothing otherwise), for connections served by
+// an HTTP with HTTPOptions.TrackIdle, which honours the mark while
+// HTTP.SetAddressLost is set. Safe for concurrent use.
+func (l *LimitListener) EndKeepAlive() int {
+	l.connsMu.Lock()
+	var idle []*countedConn
+	for c := range l.conns {
+		c.endKeepAlive.Store(true)
+		if c.kaIdle.Load() {
+			idle = append(idle, c)
+		}
+	}
+	l.connsMu.Unlock()
+	for _, c := range idle {
+		c.closeNow()
+	}
+	return len(idle)
 }
 
 // Open is the number of connections open now.
@@ -113,6 +143,11 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 		}
 		cc := &countedConn{Conn: c, l: l}
 		cc.direct = cc.io.init(c)
+		if l.conns != nil {
+			l.connsMu.Lock()
+			l.conns[cc] = struct{}{}
+			l.connsMu.Unlock()
+		}
 		return cc, nil
 	}
 }
@@ -144,6 +179,20 @@ type countedConn struct {
 	// pk is the connection's parking state (park.go); pk.p is nil for a
 	// connection that is never parked (TLS, not a socket, parking off).
 	pk parkState
+	// kaIdle: fasthttp waits for the next request on the connection
+	// (HTTP.connState), or it is parked; LimitListener.CloseIdle may close
+	// it. Set before any other goroutine reads pk.
+	kaIdle atomic.Bool
+	// endKeepAlive: LimitListener.EndKeepAlive marked the connection.
+	endKeepAlive atomic.Bool
+}
+
+// closeNow closes c at once, also when it is parked or about to be.
+func (c *countedConn) closeNow() {
+	if c.pk.p != nil && c.pk.state.Swap(connServing) == connParked {
+		c.pk.p.forget(c)
+	}
+	_ = c.Close()
 }
 
 // Write notes that an answer went out; the client's next request follows it.
@@ -218,6 +267,11 @@ func (c *countedConn) Close() error {
 		}
 	}
 	if c.once.CompareAndSwap(false, true) {
+		if c.l.conns != nil {
+			c.l.connsMu.Lock()
+			delete(c.l.conns, c)
+			c.l.connsMu.Unlock()
+		}
 		c.l.open.Add(-1)
 		if c.l.gauge != nil {
 			c.l.gauge.Dec()

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"net"
 	"os"
@@ -117,6 +118,24 @@ func parkable(c net.Conn) *countedConn {
 			return v
 		case *ppConn:
 			c = v.Conn
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
+// counted finds the countedConn under what fasthttp serves, through a
+// PROXY-protocol wrapper and TLS; nil when there is none.
+func counted(c net.Conn) *countedConn {
+	for range 3 {
+		switch v := c.(type) {
+		case *countedConn:
+			return v
+		case *ppConn:
+			c = v.Conn
+		case *tls.Conn:
+			c = v.NetConn()
 		default:
 			return nil
 		}
