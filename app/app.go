@@ -39,6 +39,10 @@ type Options struct {
 	// Inherited are listening sockets handed over by a previous process,
 	// by address.
 	Inherited map[string]net.Listener
+	// State is the state a previous process handed over (run --handoff):
+	// applied at Start as a state file would be, and preferred to the
+	// state_file, which it is newer than.
+	State *state.File
 	// DNSHook lets tests adjust each DNS source before it starts.
 	DNSHook func(*discovery.DNS)
 	// AdminTimeouts bound admin connections; zero fields take the
@@ -156,13 +160,19 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.admin = adm
+	a.saved = a.opts.State
+	if a.saved != nil {
+		a.log.Info("state handed over by the previous process", "written", a.saved.Written, "pools", len(a.saved.Pools))
+	}
 	if path := a.cfg.StateFile; path != "" {
 		// state_file is read at start; a reload that changes it applies on
 		// the next restart.
-		a.saved = a.loadState(path)
-		a.restoreOverrides(a.saved, a.cfg)
+		if a.saved == nil {
+			a.saved = a.loadState(path)
+		}
 		a.stateW = state.NewWriter(path, stateDebounce, a.collectState, a.log, nil)
 	}
+	a.restoreOverrides(a.saved, a.cfg)
 	err = a.apply(a.cfg, true)
 	a.saved = nil
 	if err != nil {

@@ -110,6 +110,10 @@ func (a *App) restoreOverrides(saved *state.File, cfg *config.Config) {
 	a.overrides.Restore(m)
 }
 
+// State is what a state file would hold now, for handing over to a
+// successor process. Safe for concurrent use.
+func (a *App) State() *state.File { return a.collectState() }
+
 // collectState is the state file's content now.
 func (a *App) collectState() *state.File {
 	a.mu.Lock()
