@@ -603,8 +603,33 @@ func (a *App) ReloadConfig(cfg *config.Config) (string, error) {
 	}
 	a.m.Reloads.Inc()
 	sum := summary(cfg)
-	a.log.Info("reloaded", "summary", sum)
+	warnings := a.emptyPools(cfg)
+	for _, w := range warnings {
+		sum += "\nwarning: " + w
+	}
+	a.log.Info("reloaded", "summary", summary(cfg))
 	return sum, nil
+}
+
+// emptyPools warns, once per reload, of each pool that has never had a
+// backend (one just added whose discovery returns nothing): the reload
+// stands and the other pools serve (/readyz is not hostage to it), but the
+// operator should know which pool answers 503. Called with a.mu held.
+func (a *App) emptyPools(cfg *config.Config) []string {
+	var out []string
+	for _, p := range cfg.Pools {
+		rt := a.pools[p.Name]
+		if rt == nil || rt.pool.HadBackend() {
+			continue
+		}
+		w := fmt.Sprintf("pool %q has no backend yet", p.Name)
+		if d := rt.pool.Status().Discovery; d != nil && d.LastResult != "" {
+			w += fmt.Sprintf(" (discovery: %s)", d.LastResult)
+		}
+		a.log.Warn("reloaded, but a pool has no backend yet; it answers 503 until discovery finds one", "pool", p.Name)
+		out = append(out, w)
+	}
+	return out
 }
 
 func summary(cfg *config.Config) string {

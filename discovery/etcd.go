@@ -300,7 +300,11 @@ func (r *etcdRun) session(ctx context.Context, cli *clientv3.Client) {
 		r.failed(err)
 		return
 	}
-	e.obs.Lookup(ResultOK)
+	if len(view.good) == 0 {
+		e.obs.Lookup(ResultEmpty)
+	} else {
+		e.obs.Lookup(ResultOK)
+	}
 	if r.failing {
 		e.log.Info("etcd reachable again; listed the prefix", "stale_seconds", time.Since(r.since).Seconds())
 		r.failing = false
