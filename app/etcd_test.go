@@ -60,13 +60,17 @@ func TestEtcdDiscoveryEndToEnd(t *testing.T) {
 	testkit.WaitFor(t, 5*time.Second, "two etcd backends routable", func() bool { return a.Pool("api").Routable() == 2 })
 
 	srv.Put(p+"b2", bes[2].Addr)
-	if d := reaches(t, a, "b2", 2*time.Second); d > time.Second {
+	d := reaches(t, a, "b2", 2*time.Second)
+	t.Logf("etcd put to the first request reaching the new backend: %v", d)
+	if d > time.Second {
 		t.Errorf("a put reached traffic after %v, want within 1s", d)
 	}
 	start := time.Now()
 	srv.Delete(p+"b2", false)
 	testkit.WaitFor(t, 2*time.Second, "the deleted backend gone", func() bool { return a.Pool("api").Routable() == 2 })
-	if d := time.Since(start); d > time.Second {
+	d = time.Since(start)
+	t.Logf("etcd delete to the backend leaving the picker: %v", d)
+	if d > time.Second {
 		t.Errorf("a delete applied after %v, want within 1s", d)
 	}
 	served := bes[2].Requests()
@@ -105,6 +109,7 @@ func TestEtcdDiscoveryEndToEnd(t *testing.T) {
 	})
 	cancel()
 	res := <-loadDone
+	t.Logf("through the etcd outage: %s", res)
 	if res.Failed != 0 || res.Sent < 100 {
 		t.Errorf("through the etcd outage: %s; want 0 failed of at least 100", res)
 	}
