@@ -433,6 +433,7 @@ func (r *etcdRun) offer() {
 		}
 		r.setStale(true)
 	}
+	r.checkExpired()
 }
 
 // failed records a failed request or a broken watch.
@@ -451,11 +452,18 @@ func (r *etcdRun) failed(err error) {
 	if r.lg.Set() != nil {
 		r.setStale(true)
 	}
-	if sf := e.cfg.StaleFor; r.stale && !r.expired && sf > 0 && time.Since(r.since) >= sf {
-		r.expired = true
-		e.log.Error("etcd has not confirmed the backend set for longer than stale_for; still serving it",
-			"stale_for", sf.String(), "backends", len(r.lg.Set()))
+	r.checkExpired()
+}
+
+// checkExpired logs once when the set has been stale for stale_for.
+func (r *etcdRun) checkExpired() {
+	sf := r.e.cfg.StaleFor
+	if !r.stale || r.expired || sf <= 0 || time.Since(r.since) < sf {
+		return
 	}
+	r.expired = true
+	r.e.log.Error("etcd has not confirmed the backend set for longer than stale_for; still serving it",
+		"stale_for", sf.String(), "backends", len(r.lg.Set()))
 }
 
 func (r *etcdRun) setStale(stale bool) {
