@@ -79,6 +79,12 @@ func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff
 	for {
 		select {
 		case <-drained:
+			if handedOver {
+				// "SIGTERM the old process", the documented last step of an
+				// upgrade, may arrive after a fast drain has finished: the
+				// process is exiting anyway, so it must not die of it.
+				signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+			}
 			return 0
 		case <-takeover:
 			takeover = nil
