@@ -40,6 +40,10 @@ type Options struct {
 	// Inherited are listening sockets handed over by a previous process,
 	// by address.
 	Inherited map[string]net.Listener
+	// State is the state a previous process handed over (run --handoff):
+	// applied at Start as a state file would be, and preferred to the
+	// state_file, which it is newer than.
+	State *state.File
 	// DNSHook lets tests adjust each DNS source before it starts.
 	DNSHook func(*discovery.DNS)
 	// AdminTimeouts bound admin connections; zero fields take the
@@ -165,13 +169,19 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 	a.admin = adm
+	a.saved = a.opts.State
+	if a.saved != nil {
+		a.log.Info("state handed over by the previous process", "written", a.saved.Written, "pools", len(a.saved.Pools))
+	}
 	if path := a.cfg.StateFile; path != "" {
 		// state_file is read at start; a reload that changes it applies on
 		// the next restart.
-		a.saved = a.loadState(path)
-		a.restoreOverrides(a.saved, a.cfg)
+		if a.saved == nil {
+			a.saved = a.loadState(path)
+		}
 		a.stateW = state.NewWriter(path, stateDebounce, a.collectState, a.log, nil)
 	}
+	a.restoreOverrides(a.saved, a.cfg)
 	err = a.apply(a.cfg, true)
 	a.saved = nil
 	if err != nil {
@@ -665,8 +675,33 @@ func (a *App) ReloadConfig(cfg *config.Config) (string, error) {
 	}
 	a.m.Reloads.Inc()
 	sum := summary(cfg)
-	a.log.Info("reloaded", "summary", sum)
+	warnings := a.emptyPools(cfg)
+	for _, w := range warnings {
+		sum += "\nwarning: " + w
+	}
+	a.log.Info("reloaded", "summary", summary(cfg))
 	return sum, nil
+}
+
+// emptyPools warns, once per reload, of each pool that has never had a
+// backend (one just added whose discovery returns nothing): the reload
+// stands and the other pools serve (/readyz is not hostage to it), but the
+// operator should know which pool answers 503. Called with a.mu held.
+func (a *App) emptyPools(cfg *config.Config) []string {
+	var out []string
+	for _, p := range cfg.Pools {
+		rt := a.pools[p.Name]
+		if rt == nil || rt.pool.HadBackend() {
+			continue
+		}
+		w := fmt.Sprintf("pool %q has no backend yet", p.Name)
+		if d := rt.pool.Status().Discovery; d != nil && d.LastResult != "" {
+			w += fmt.Sprintf(" (discovery: %s)", d.LastResult)
+		}
+		a.log.Warn("reloaded, but a pool has no backend yet; it answers 503 until discovery finds one", "pool", p.Name)
+		out = append(out, w)
+	}
+	return out
 }
 
 func summary(cfg *config.Config) string {

@@ -57,7 +57,12 @@ func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState,
 		o.Prober = &health.Prober{Checker: health.NewTCPCheck(p.Health.Port),
 			Interval: p.Health.Interval.D(), Timeout: p.Health.Timeout.D(), Jitter: 0.1}
 	}
-	if d := p.Discovery; d != nil {
+	if d := p.Discovery; d != nil && d.Type == "etcd" {
+		obs.SetResolver("etcd")
+		o.Source = discovery.NewEtcd(etcdConfig(p), obs, log)
+		o.SourceKey = fmt.Sprintf("etcd|%s|%v|%v|%v|%v|%v|%d", d.Name, d.Endpoints,
+			d.MinRefresh, d.MaxRefresh, d.StaleFor, d.MaxShrink, d.Confirm)
+	} else if d != nil {
 		dc, err := dnsConfig(c, p)
 		if err != nil {
 			return nil, nil, err
@@ -81,6 +86,13 @@ func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState,
 		o.SourceKey = "static|" + strings.Join(keys, ",")
 	}
 	return o, tlsCfg, nil
+}
+
+func etcdConfig(p *config.Pool) discovery.EtcdConfig {
+	d := p.Discovery
+	return discovery.EtcdConfig{Pool: p.Name, Prefix: d.Name, Endpoints: d.Endpoints,
+		MinRefresh: d.MinRefresh.D(), MaxRefresh: d.MaxRefresh.D(), StaleFor: d.StaleFor.D(),
+		MaxShrink: float64(d.MaxShrink), Confirm: d.Confirm}
 }
 
 func dnsConfig(c *config.Config, p *config.Pool) (discovery.DNSConfig, error) {

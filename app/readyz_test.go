@@ -43,17 +43,19 @@ pools:
 	expect(t, "/readyz?pool=main", 200, "ready")
 	expect(t, "/readyz?pool=nope", 404, "unknown pool")
 
-	reload := func(t *testing.T, listeners, pools string) {
+	reload := func(t *testing.T, listeners, pools string) string {
 		t.Helper()
 		if err := os.WriteFile(a.Path, []byte("admin: { listen: "+a.AdminAddr().String()+" }\n"+fmt.Sprintf(base, listeners, pools)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := a.Reload(); err != nil {
-			t.Fatalf("reload: %v", err)
+		code, body := adminDo(t, a.App, "POST", "/reload", "")
+		if code != 200 {
+			t.Fatalf("POST /reload: %d %q", code, body)
 		}
+		return body
 	}
 	t.Run("a pool added with dead DNS does not take the instance out", func(t *testing.T) {
-		reload(t, `    routes: [{ path_prefix: /new/, pool: fresh }]
+		answer := reload(t, `    routes: [{ path_prefix: /new/, pool: fresh }]
   - { name: other, listen: 127.0.0.1:0, pool: fresh }`,
 			`  - name: fresh
     health: { type: none }
@@ -63,12 +65,15 @@ pools:
 			d := a.Pool("fresh").Status().Discovery
 			return d != nil && d.LastResult != "" && d.LastResult != "ok"
 		})
+		if !strings.Contains(answer, `warning: pool "fresh" has no backend yet`) || strings.Contains(answer, `pool "main" has no`) {
+			t.Errorf("reload answer does not name (only) the empty pool:\n%s", answer)
+		}
 		expect(t, "/readyz", 200, "ready")
 		expect(t, "/readyz?pool=fresh", 503, `pool "fresh" has never had a backend`)
 		expect(t, "/readyz?pool=main", 200, "ready")
 	})
 	t.Run("a listener whose only pool lost every backend takes it out", func(t *testing.T) {
-		reload(t, `  - { name: solo, listen: 127.0.0.1:0, pool: gone }`,
+		answer := reload(t, `  - { name: solo, listen: 127.0.0.1:0, pool: gone }`,
 			fmt.Sprintf(`  - name: gone
     panic_threshold: "0%%"
     health: { type: tcp, interval: 20ms, timeout: 200ms, rise: 1, fall: 1 }
@@ -77,6 +82,9 @@ pools:
 		testkit.WaitFor(t, 5*time.Second, "pool gone checked down", func() bool {
 			return a.Pool("gone").HadBackend() && !a.Pool("gone").Ready()
 		})
+		if strings.Contains(answer, `pool "gone" has no backend yet`) {
+			t.Errorf("reload answer calls a pool with a static backend empty:\n%s", answer)
+		}
 		expect(t, "/readyz", 503, `listener "solo": no pool behind it can route (gone)`)
 		expect(t, "/readyz?pool=gone", 503, `pool "gone" has no routable backend`)
 		expect(t, "/readyz?pool=main", 200, "ready")

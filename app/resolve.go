@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -23,7 +24,9 @@ type PoolReport struct {
 	Source   string
 	Backends []ResolvedBackend
 	Healthy  int
-	Err      error
+	// Skipped are registry values that could not be used ("key: reason").
+	Skipped []string
+	Err     error
 }
 
 // Resolve looks each pool's backends up once and probes each once, as
@@ -51,15 +54,21 @@ func resolvePool(ctx context.Context, cfg *config.Config, p *config.Pool, log *s
 		return r
 	}
 	var bs []discovery.Backend
-	if dns, ok := o.Source.(*discovery.DNS); ok {
+	switch src := o.Source.(type) {
+	case *discovery.DNS:
 		r.Source = "dns " + p.Discovery.Type + " " + p.Discovery.Name
-		bs, _, err = dns.Lookup(ctx)
-		if err != nil {
-			r.Err = err
-			return r
-		}
-	} else {
-		bs = o.Source.(*discovery.Static).Backends
+		bs, _, err = src.Lookup(ctx)
+	case *discovery.Etcd:
+		r.Source = "etcd " + p.Discovery.Name
+		bs, r.Skipped, err = src.Lookup(ctx)
+	case *discovery.Static:
+		bs = src.Backends
+	default:
+		err = fmt.Errorf("pool %q: unknown discovery source %T", p.Name, src)
+	}
+	if err != nil {
+		r.Err = err
+		return r
 	}
 	discovery.SortBackends(bs)
 	r.Backends = make([]ResolvedBackend, len(bs))

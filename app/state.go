@@ -43,10 +43,15 @@ func stateSource(p *config.Pool) string {
 	if d == nil {
 		return ""
 	}
+	if d.Type == "etcd" {
+		// The prefix is the question; endpoints are only where it is asked
+		// (a member added to the cluster changes them).
+		return "etcd|" + d.Name
+	}
 	return fmt.Sprintf("dns|%s|%s|%d", d.Type, d.Name, d.Port)
 }
 
-// restoreOptions seeds a new pool's DNS source with the saved set when the
+// restoreOptions seeds a new pool's DNS or etcd source with the saved set when the
 // source matches.
 func restoreOptions(saved *state.File, p *config.Pool, o *balancer.Options) {
 	if saved == nil {
@@ -56,13 +61,15 @@ func restoreOptions(saved *state.File, p *config.Pool, o *balancer.Options) {
 	if !ok || sp.Source == "" || sp.Source != stateSource(p) || len(sp.Set) == 0 {
 		return
 	}
-	dns, ok := o.Source.(*discovery.DNS)
-	if !ok {
-		return
-	}
-	dns.Seed = make([]discovery.Backend, len(sp.Set))
+	seed := make([]discovery.Backend, len(sp.Set))
 	for i, b := range sp.Set {
-		dns.Seed[i] = discovery.Backend{Address: b.Address, Weight: b.Weight, Priority: b.Priority}
+		seed[i] = discovery.Backend{Address: b.Address, Weight: b.Weight, Priority: b.Priority}
+	}
+	switch src := o.Source.(type) {
+	case *discovery.DNS:
+		src.Seed = seed
+	case *discovery.Etcd:
+		src.Seed = seed
 	}
 }
 
@@ -102,6 +109,10 @@ func (a *App) restoreOverrides(saved *state.File, cfg *config.Config) {
 	}
 	a.overrides.Restore(m)
 }
+
+// State is what a state file would hold now, for handing over to a
+// successor process. Safe for concurrent use.
+func (a *App) State() *state.File { return a.collectState() }
 
 // collectState is the state file's content now.
 func (a *App) collectState() *state.File {

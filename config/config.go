@@ -141,8 +141,11 @@ type UpstreamTLS struct {
 
 // Discovery finds a pool's backends in DNS.
 type Discovery struct {
-	Type       string   `yaml:"type"`
-	Name       string   `yaml:"name"`
+	Type string `yaml:"type"`
+	// Name is the DNS name, or for type etcd the key prefix.
+	Name string `yaml:"name"`
+	// Endpoints are the etcd cluster's client URLs (type etcd only).
+	Endpoints  []string `yaml:"endpoints"`
 	Port       int      `yaml:"port"`
 	Resolver   string   `yaml:"resolver"`
 	MinRefresh Duration `yaml:"min_refresh"`

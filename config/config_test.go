@@ -331,6 +331,16 @@ func TestParseRejects(t *testing.T) {
 			"pools[0].backends[0]", "unknown key"},
 		{"unknown resolver", "resolvers: [{ name: r, servers: [10.0.0.1] }]\n" + base +
 			"pools: [{ name: p, discovery: { type: srv, name: x, resolver: other } }]\n", "pools[0].discovery.resolver", `unknown resolver "other"`},
+		{"etcd without endpoints", base + "pools: [{ name: p, discovery: { type: etcd, name: /services/p/ } }]\n",
+			"pools[0].discovery.endpoints", "needs endpoints"},
+		{"etcd without prefix", base + "pools: [{ name: p, discovery: { type: etcd, endpoints: [\"http://127.0.0.1:2379\"] } }]\n",
+			"pools[0].discovery.name", "missing etcd key prefix"},
+		{"etcd bad endpoint", base + "pools: [{ name: p, discovery: { type: etcd, name: /s/, endpoints: [\"http://nowhere\"] } }]\n",
+			"pools[0].discovery.endpoints[0]", "bad address"},
+		{"etcd https endpoint", base + "pools: [{ name: p, discovery: { type: etcd, name: /s/, endpoints: [\"https://127.0.0.1:2379\"] } }]\n",
+			"pools[0].discovery.endpoints[0]", "https is not supported"},
+		{"endpoints on srv", base + "pools: [{ name: p, discovery: { type: srv, name: x, endpoints: [\"http://127.0.0.1:2379\"] } }]\n",
+			"pools[0].discovery.endpoints", "type etcd only"},
 		{"bad resolver server", "resolvers: [{ name: r, servers: [\"dns.example:53\"] }]\n" + base +
 			"pools: [{ name: p, backends: [127.0.0.1:1] }]\n", "resolvers[0].servers[0]", "IP literal"},
 		{"wrong type", base + "pools: [{ name: p, backends: [127.0.0.1:1], retries: { attempts: many } }]\n",
@@ -363,6 +373,18 @@ func TestParseRejects(t *testing.T) {
 			}
 			t.Errorf("want %s: ...%s...; got:\n%v", c.path, c.msg, err)
 		})
+	}
+}
+
+func TestParseEtcdDiscovery(t *testing.T) {
+	cfg, err := config.Parse([]byte("listeners: [{ name: web, listen: \"127.0.0.1:0\", pool: p }]\n" +
+		"pools: [{ name: p, discovery: { type: etcd, name: /services/p/, endpoints: [\"http://127.0.0.1:2379\", \"127.0.0.2:2379\"] } }]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Pools[0].Discovery
+	if d.Type != "etcd" || d.Name != "/services/p/" || len(d.Endpoints) != 2 || d.Confirm != 3 || float64(d.MaxShrink) != 0.5 {
+		t.Errorf("etcd discovery parsed as %+v", d)
 	}
 }
 

@@ -288,13 +288,29 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 			if d.Port < 1 || d.Port > 65535 {
 				w.errorf(dp+".port", "type a needs a port in 1..65535")
 			}
+		case "etcd":
+			if d.Port != 0 {
+				w.errorf(dp+".port", "port applies to type a only (etcd values carry ports)")
+			}
+			if len(d.Endpoints) == 0 {
+				w.errorf(dp+".endpoints", "type etcd needs endpoints (e.g. [\"http://127.0.0.1:2379\"])")
+			}
+			for i, e := range d.Endpoints {
+				checkEtcdEndpoint(w, fmt.Sprintf("%s.endpoints[%d]", dp, i), e)
+			}
 		default:
-			w.errorf(dp+".type", "unknown discovery type %q (want srv or a)", d.Type)
+			w.errorf(dp+".type", "unknown discovery type %q (want srv, a or etcd)", d.Type)
 		}
-		if d.Name == "" {
+		if d.Type != "etcd" && len(d.Endpoints) > 0 {
+			w.errorf(dp+".endpoints", "endpoints apply to type etcd only")
+		}
+		switch {
+		case d.Name == "" && d.Type == "etcd":
+			w.errorf(dp+".name", "missing etcd key prefix (e.g. /services/api/)")
+		case d.Name == "":
 			w.errorf(dp+".name", "missing DNS name")
 		}
-		if len(c.Resolvers) > 0 && !resolvers[d.Resolver] {
+		if d.Type != "etcd" && len(c.Resolvers) > 0 && !resolvers[d.Resolver] {
 			w.errorf(dp+".resolver", "unknown resolver %q", d.Resolver)
 		}
 		positive(w, dp+".min_refresh", d.MinRefresh)
@@ -453,4 +469,16 @@ func validateUpstreamTLS(w *walker, p string, t UpstreamTLS) {
 	if _, err := LoadUpstreamTLS(t); err != nil {
 		w.errorf(p, "%v", err)
 	}
+}
+
+// checkEtcdEndpoint accepts an etcd client URL, http://host:port (or a bare
+// host:port). TLS to etcd has no config keys yet, so https is refused
+// rather than half-configured.
+func checkEtcdEndpoint(w *walker, path, e string) {
+	hp, ok := strings.CutPrefix(e, "http://")
+	if !ok && strings.Contains(e, "://") {
+		w.errorf(path, "bad etcd endpoint %q (want http://host:port; https is not supported yet)", e)
+		return
+	}
+	checkHostPort(w, path, strings.TrimSuffix(hp, "/"), false)
 }

@@ -3,7 +3,7 @@
 # so `make test` works on a fresh machine. Safe to run repeatedly.
 set -euo pipefail
 need=()
-for pair in dnsmasq:dnsmasq keepalived:keepalived haproxy:haproxy nginx:nginx wrk:wrk ip:iproute2 curl:curl chromium:chromium; do
+for pair in dnsmasq:dnsmasq keepalived:keepalived haproxy:haproxy nginx:nginx wrk:wrk ip:iproute2 curl:curl chromium:chromium etcd:etcd-server; do
 	bin=${pair%%:*} pkg=${pair##*:}
 	command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
@@ -19,6 +19,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # Packaged daemons must not hold ports or start by themselves; tests start
 # their own instances.
-for svc in dnsmasq nginx haproxy keepalived; do
+for svc in dnsmasq nginx haproxy keepalived etcd; do
 	if command -v systemctl >/dev/null 2>&1; then systemctl stop "$svc" >/dev/null 2>&1 || true; fi
 done

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -42,7 +44,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 	defer cancel()
 	report := app.Resolve(ctx, cfg, log)
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	code := 0
+	var empty []string
 	for _, p := range report {
 		fmt.Fprintf(tw, "\npool %s (%s)\n", p.Pool, p.Source)
 		if p.Err != nil {
@@ -52,11 +54,18 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer, log 
 		for _, b := range p.Backends {
 			fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\n", b.Address, b.Priority, b.Weight, b.Health)
 		}
+		for _, sk := range p.Skipped {
+			fmt.Fprintf(tw, "  skipped value %s\n", sk)
+		}
 		if p.Healthy == 0 {
 			fmt.Fprintf(tw, "  => pool %s would start EMPTY\n", p.Pool)
-			code = 1
+			empty = append(empty, strconv.Quote(p.Pool))
 		}
 	}
 	_ = tw.Flush()
-	return code
+	if len(empty) > 0 {
+		fmt.Fprintf(stdout, "\nwould start empty: pool %s\n", strings.Join(empty, ", pool "))
+		return 1
+	}
+	return 0
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/holdfast-lb/holdfast/discovery/dnstest"
+	"github.com/holdfast-lb/holdfast/internal/etcdtest"
 	"github.com/holdfast-lb/holdfast/internal/testkit"
 )
 
@@ -52,7 +53,7 @@ pools:
 		{name: "every backend failing", srvName: "_http._tcp.dead.test.", wantCode: 1,
 			want: []string{"127.0.0.1:1", "fail", "would start EMPTY"}},
 		{name: "name does not exist", srvName: "_http._tcp.nothing.test.", wantCode: 1,
-			want: []string{"nxdomain", "would start EMPTY"}},
+			want: []string{"nxdomain", "would start EMPTY", `would start empty: pool "p"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,5 +72,51 @@ pools:
 				}
 			}
 		})
+	}
+}
+
+// TestCheckResolveEtcd: check --resolve lists an etcd prefix, shows the
+// values it skips, and names the pool that would start empty (a prefix with
+// no usable value, or etcd unreachable).
+func TestCheckResolveEtcd(t *testing.T) {
+	up := testkit.StartBackend(t, "up")
+	srv := etcdtest.Start(t)
+	srv.Put("/svc/api/a", up.Addr)
+	srv.Put("/svc/api/junk", "nope")
+	srv.Put("/svc/empty/junk", "{}")
+	dead := "http://" + testkit.FreeAddr(t)
+	path := filepath.Join(t.TempDir(), "holdfast.yaml")
+	cfg := fmt.Sprintf(`
+listeners:
+  - { name: web, listen: 127.0.0.1:0, pool: api, routes: [{ path_prefix: /e/, pool: empty }, { path_prefix: /d/, pool: down }] }
+pools:
+  - name: api
+    discovery: { type: etcd, name: /svc/api/, endpoints: [%q] }
+    health: { type: http, path: /, timeout: 500ms }
+  - name: empty
+    discovery: { type: etcd, name: /svc/empty/, endpoints: [%q] }
+  - name: down
+    discovery: { type: etcd, name: /svc/api/, endpoints: [%q] }
+`, srv.Endpoint, srv.Endpoint, dead)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := run([]string{"--log-level", "error", "check", "-c", path, "--resolve"}, &out, &errb)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1\nstdout:\n%s\nstderr:\n%s", code, out.String(), errb.String())
+	}
+	for _, w := range []string{
+		"pool api (etcd /svc/api/)", up.Addr, "pass", "skipped value /svc/api/junk: bad address",
+		"pool empty (etcd /svc/empty/)", "=> pool empty would start EMPTY",
+		"pool down (etcd /svc/api/)", "error: ", "=> pool down would start EMPTY",
+		`would start empty: pool "empty", pool "down"`,
+	} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("output lacks %q:\n%s", w, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "pool api would start EMPTY") {
+		t.Errorf("pool api called empty:\n%s", out.String())
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/holdfast-lb/holdfast/app"
 	"github.com/holdfast-lb/holdfast/config"
+	"github.com/holdfast-lb/holdfast/handoff"
 )
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) int {
@@ -31,15 +32,16 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer, log *slog.Logg
 		return 1
 	}
 	opts := app.Options{Log: log, ConfigPath: *path, DescriptorLimit: applyLimits(log)}
-	var ho *handoff
+	var ho *handoff.Handoff
 	if *handoffPath != "" {
 		// Only once the config is known good: a bad one never disturbs
 		// the running process.
-		if ho, err = inheritSockets(*handoffPath, log); err != nil {
+		if ho, err = handoff.Inherit(*handoffPath, version, log); err != nil {
 			log.Error("handoff failed", "err", err)
 			return 1
 		}
-		opts.Inherited = ho.inherited
+		opts.Inherited = ho.Inherited()
+		opts.State = ho.State()
 	}
 	a := app.New(cfg, opts)
 	return serveHandoff(ctx, a, log, ho)
@@ -52,20 +54,20 @@ func serve(ctx context.Context, a *app.App, log *slog.Logger) int {
 
 // serveHandoff is serve with an optional socket handoff: a takeover by a
 // successor drains this process as SIGTERM would, less drain_delay.
-func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff) int {
+func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff.Handoff) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	if err := a.Start(ctx); err != nil {
 		log.Error("start failed", "err", err)
 		if ho != nil {
-			ho.abort() // the previous process keeps serving
+			ho.Abort() // the previous process keeps serving
 		}
 		return 1
 	}
 	var takeover <-chan struct{}
 	if ho != nil {
-		ch, err := ho.complete(a)
+		ch, err := ho.Complete(a, app.AdminKey(a.Config().Admin.Listen))
 		if err != nil {
 			log.Error("handoff: serving, but a later process cannot take over from this one", "err", err)
 		}
@@ -77,6 +79,12 @@ func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff
 	for {
 		select {
 		case <-drained:
+			if handedOver {
+				// "SIGTERM the old process", the documented last step of an
+				// upgrade, may arrive after a fast drain has finished: the
+				// process is exiting anyway, so it must not die of it.
+				signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+			}
 			return 0
 		case <-takeover:
 			takeover = nil
@@ -93,7 +101,7 @@ func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff
 				if drained == nil {
 					_, _ = a.Reload()
 				}
-			case drained == nil && ho.successorServing(5*time.Second):
+			case drained == nil && ho.SuccessorServing(5*time.Second):
 				// The takeover is done but not yet seen above.
 				log.Info("signal received after a new process took over the listening sockets; draining", "signal", s.String())
 				takeover = nil
@@ -102,7 +110,7 @@ func serveHandoff(ctx context.Context, a *app.App, log *slog.Logger, ho *handoff
 				go func() { a.HandOver(context.Background()); close(drained) }()
 			case drained == nil:
 				log.Info("signal received, draining", "signal", s.String())
-				ho.stop()
+				ho.Stop()
 				drained = make(chan struct{})
 				go func() { a.Shutdown(context.Background()); close(drained) }()
 			case handedOver:

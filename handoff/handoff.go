@@ -1,4 +1,7 @@
-package main
+// Package handoff is the socket hand-over between two holdfast processes:
+// how a new one takes over the listening sockets, and the state, of a
+// running one without refusing a connection (run --handoff PATH).
+package handoff
 
 import (
 	"bufio"
@@ -18,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/holdfast-lb/holdfast/app"
+	"github.com/holdfast-lb/holdfast/state"
 )
 
 // Socket handoff: how a new holdfast process takes over the listening
@@ -35,9 +38,14 @@ import (
 // socket itself never closes. Had the new process failed to start, it
 // closes the connection instead and the old one keeps serving as before.
 //
-// Wire format, old to new: a 4-byte big-endian length, then a JSON
-// handoffHello of that length; the descriptors ride on the first byte,
-// in the order of Sockets. New to old: the line "ok\n".
+// The hello also carries the predecessor's state, the same document a
+// state_file holds (last good discovery sets, health, flap holds,
+// ejections, operator overrides), so an upgrade keeps them even without a
+// state_file.
+//
+// Wire format, old to new: a 4-byte big-endian length, then a JSON hello
+// of that length; the descriptors ride on the first byte, in the order of
+// Sockets. New to old: the line "ok\n".
 
 // handoffTimeout bounds each step of the exchange on both sides; a new
 // process has this long between receiving the sockets and answering.
@@ -46,13 +54,19 @@ const handoffTimeout = 2 * time.Minute
 // maxHandoffFDs is the kernel's per-message limit (SCM_MAX_FD).
 const maxHandoffFDs = 253
 
-type handoffHello struct {
-	PID     int             `json:"pid"`
-	Version string          `json:"version"`
-	Sockets []handoffSocket `json:"sockets"`
+// maxHello bounds the hello: a state document plus the socket list.
+const maxHello = state.MaxSize + 1<<20
+
+type helloMsg struct {
+	PID     int      `json:"pid"`
+	Version string   `json:"version"`
+	Sockets []socket `json:"sockets"`
+	// State is the predecessor's state document (state.File); absent from
+	// versions before it was carried.
+	State json.RawMessage `json:"state,omitempty"`
 }
 
-type handoffSocket struct {
+type socket struct {
 	// Key is the app.Options.Inherited key: the configured listen address,
 	// or app.AdminKey(address) for the admin socket.
 	Key string `json:"key"`
@@ -60,15 +74,32 @@ type handoffSocket struct {
 	Bound string `json:"bound"`
 }
 
-// handoff is one process's end of the protocol: what it inherited from its
-// predecessor, and the unix socket it serves its successor on.
-type handoff struct {
-	path string
-	log  *slog.Logger
+// Server is what a running process hands to its successor. *app.App
+// implements it; every method must be safe for concurrent use.
+type Server interface {
+	// Listeners are the traffic sockets by configured address.
+	Listeners() map[string]net.Listener
+	// AdminListener is the admin socket (nil: none).
+	AdminListener() net.Listener
+	// CloseUnusedInherited closes inherited sockets the config did not
+	// claim, returning how many.
+	CloseUnusedInherited() int
+	// State is the state to pass on (nil: none).
+	State() *state.File
+}
+
+// Handoff is one process's end of the protocol: what it inherited from its
+// predecessor, and the unix socket it serves its successor on. Its methods
+// may be called on a nil *Handoff (no --handoff) where noted.
+type Handoff struct {
+	path    string
+	version string
+	log     *slog.Logger
 
 	prev      *net.UnixConn // predecessor, until complete or abort
 	prevPID   int
 	inherited map[string]net.Listener
+	state     *state.File // the predecessor's, nil if none or unusable
 
 	// adminKey is the admin socket's key: its address in the config the
 	// process started with (admin.listen changes apply on restart only).
@@ -81,11 +112,12 @@ type handoff struct {
 	tookOver bool          // a successor answered "ok"
 }
 
-// inheritSockets connects to the process serving path, if any, and
-// receives its listening sockets. No process there (no socket file, or a
-// stale one) is not an error: the caller binds afresh.
-func inheritSockets(path string, log *slog.Logger) (*handoff, error) {
-	h := &handoff{path: path, log: log, inherited: map[string]net.Listener{}}
+// Inherit connects to the process serving path, if any, and receives its
+// listening sockets and state. No process there (no socket file, or a stale
+// one) is not an error: the caller binds afresh. version is this process's,
+// announced to a successor later.
+func Inherit(path, version string, log *slog.Logger) (*Handoff, error) {
+	h := &Handoff{path: path, version: version, log: log, inherited: map[string]net.Listener{}}
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
@@ -119,11 +151,29 @@ func inheritSockets(path string, log *slog.Logger) (*handoff, error) {
 		h.inherited[s.Key] = ln
 	}
 	h.prev, h.prevPID = uc, hello.PID
-	log.Info("handoff: inherited listening sockets", "from_pid", hello.PID, "from_version", hello.Version, "sockets", len(hello.Sockets))
+	if len(hello.State) > 0 {
+		// Validated as a state file is: a bad document is ignored, never
+		// a failed upgrade.
+		st, err := state.Parse(hello.State)
+		if err != nil {
+			log.Warn("handoff: state from the previous process ignored", "err", err)
+		} else {
+			h.state = st
+		}
+	}
+	log.Info("handoff: inherited listening sockets", "from_pid", hello.PID, "from_version", hello.Version,
+		"sockets", len(hello.Sockets), "state", h.state != nil)
 	return h, nil
 }
 
-func readHello(uc *net.UnixConn) (*handoffHello, []*os.File, error) {
+// Inherited are the sockets received, by key (app.Options.Inherited).
+func (h *Handoff) Inherited() map[string]net.Listener { return h.inherited }
+
+// State is the state the predecessor handed over (app.Options.State), nil
+// when there was none or it was unusable.
+func (h *Handoff) State() *state.File { return h.state }
+
+func readHello(uc *net.UnixConn) (*helloMsg, []*os.File, error) {
 	_ = uc.SetDeadline(time.Now().Add(handoffTimeout))
 	defer func() { _ = uc.SetDeadline(time.Time{}) }()
 	buf := make([]byte, 64<<10)
@@ -158,9 +208,14 @@ func readHello(uc *net.UnixConn) (*handoffHello, []*os.File, error) {
 		return nil, nil, errors.New("short hello")
 	}
 	size := int(binary.BigEndian.Uint32(buf[:4]))
-	if size > len(buf)-4 {
+	if size > maxHello {
 		closeAll()
 		return nil, nil, fmt.Errorf("hello of %d bytes is too large", size)
+	}
+	if 4+size > len(buf) {
+		nb := make([]byte, 4+size)
+		copy(nb, buf[:n])
+		buf = nb
 	}
 	if n-4 < size {
 		if _, err := io.ReadFull(uc, buf[n:4+size]); err != nil {
@@ -168,7 +223,7 @@ func readHello(uc *net.UnixConn) (*handoffHello, []*os.File, error) {
 			return nil, nil, err
 		}
 	}
-	var hello handoffHello
+	var hello helloMsg
 	if err := json.Unmarshal(buf[4:4+size], &hello); err != nil {
 		closeAll()
 		return nil, nil, err
@@ -180,9 +235,9 @@ func readHello(uc *net.UnixConn) (*handoffHello, []*os.File, error) {
 	return &hello, files, nil
 }
 
-// abort gives up a takeover (the new process could not start): the
+// Abort gives up a takeover (the new process could not start): the
 // predecessor sees the connection close and keeps serving.
-func (h *handoff) abort() {
+func (h *Handoff) Abort() {
 	if h.prev != nil {
 		_ = h.prev.Close()
 		h.prev = nil
@@ -193,16 +248,18 @@ func (h *handoff) abort() {
 	}
 }
 
-// complete runs once a is serving: it closes inherited sockets the config
+// Complete runs once a is serving: it closes inherited sockets the config
 // did not claim, takes over path for the next successor, and tells the
-// predecessor to drain. The returned channel is closed when a successor has
-// taken over from this process.
-func (h *handoff) complete(a *app.App) (<-chan struct{}, error) {
+// predecessor to drain. adminKey is the key a's admin socket is handed on
+// under (app.AdminKey). The returned channel is closed when a successor
+// has taken over from this process.
+func (h *Handoff) Complete(a Server, adminKey string) (<-chan struct{}, error) {
 	if n := a.CloseUnusedInherited(); n > 0 {
 		h.log.Info("handoff: closed inherited sockets the config no longer names", "count", n)
 	}
 	h.inherited = nil
-	h.adminKey = app.AdminKey(a.Config().Admin.Listen)
+	h.state = nil
+	h.adminKey = adminKey
 	takeover := make(chan struct{})
 	ln, err := listenReplacing(h.path)
 	if err == nil {
@@ -251,11 +308,11 @@ func listenReplacing(path string) (*net.UnixListener, error) {
 	return ln, nil
 }
 
-// successorServing reports whether a successor has taken over. If the
+// SuccessorServing reports whether a successor has taken over. If the
 // sockets were just sent to one, it waits up to wait for its answer: a
 // SIGTERM sent as soon as the new process logs that it serves may arrive
 // before that answer is read.
-func (h *handoff) successorServing(wait time.Duration) bool {
+func (h *Handoff) SuccessorServing(wait time.Duration) bool {
 	if h == nil {
 		return false
 	}
@@ -275,8 +332,8 @@ func (h *handoff) successorServing(wait time.Duration) bool {
 	return h.tookOver
 }
 
-// stop stops serving successors (this process drains for another reason).
-func (h *handoff) stop() {
+// Stop stops serving successors (this process drains for another reason).
+func (h *Handoff) Stop() {
 	if h == nil {
 		return
 	}
@@ -290,7 +347,7 @@ func (h *handoff) stop() {
 
 // serveSuccessors hands the sockets to each process that asks, one at a
 // time, until one answers "ok"; then it closes takeover.
-func (h *handoff) serveSuccessors(a *app.App, ln *net.UnixListener, takeover chan<- struct{}) {
+func (h *Handoff) serveSuccessors(a Server, ln *net.UnixListener, takeover chan<- struct{}) {
 	defer ln.Close()
 	for {
 		c, err := ln.AcceptUnix()
@@ -346,7 +403,7 @@ func samePeer(c *net.UnixConn) error {
 }
 
 // handTo sends the sockets to one successor and waits for its answer.
-func (h *handoff) handTo(a *app.App, c *net.UnixConn) (ok bool, err error) {
+func (h *Handoff) handTo(a Server, c *net.UnixConn) (ok bool, err error) {
 	done := make(chan struct{})
 	h.mu.Lock()
 	h.pending = done
@@ -358,14 +415,25 @@ func (h *handoff) handTo(a *app.App, c *net.UnixConn) (ok bool, err error) {
 		h.mu.Unlock()
 		close(done)
 	}()
-	hello := handoffHello{PID: os.Getpid(), Version: version}
+	hello := helloMsg{PID: os.Getpid(), Version: h.version}
+	if st := a.State(); st != nil {
+		b, err := json.Marshal(st)
+		if err != nil {
+			return false, fmt.Errorf("state: %w", err)
+		}
+		if len(b) <= state.MaxSize {
+			hello.State = b
+		} else {
+			h.log.Warn("handoff: state too large to hand over; the successor starts without it", "bytes", len(b))
+		}
+	}
 	var lns []net.Listener
 	for addr, ln := range a.Listeners() {
-		hello.Sockets = append(hello.Sockets, handoffSocket{Key: addr, Bound: ln.Addr().String()})
+		hello.Sockets = append(hello.Sockets, socket{Key: addr, Bound: ln.Addr().String()})
 		lns = append(lns, ln)
 	}
 	if adm := a.AdminListener(); adm != nil {
-		hello.Sockets = append(hello.Sockets, handoffSocket{Key: h.adminKey, Bound: adm.Addr().String()})
+		hello.Sockets = append(hello.Sockets, socket{Key: h.adminKey, Bound: adm.Addr().String()})
 		lns = append(lns, adm)
 	}
 	if len(lns) > maxHandoffFDs {
