@@ -344,3 +344,60 @@ func TestPoolOutlierEjection(t *testing.T) {
 		}
 	}
 }
+
+// The pool's timeline records each change where it happens: an ejection,
+// an operator's drain and its undo, a backend that joins a serving pool,
+// and sampled traffic shows on the drained backend still.
+func TestPoolTimeline(t *testing.T) {
+	src := newPushSource()
+	ovs := NewOverrides()
+	p := NewPool(&Options{
+		Name: "api", Balance: "round_robin", MaxEjected: 0.5, Source: src, Overrides: ovs,
+		Policy: health.Policy{ConsecutiveFailures: 3, Ejection: time.Minute},
+	}, Hooks{}, nil, quietLog())
+	runPool(t, p)
+	src.push(t, be("a:1", 1, 0), be("b:1", 1, 0))
+	waitFor(t, 2*time.Second, "a and b served", func() bool { return serving(p) == "a:1,b:1" })
+	a := endpoint(p, "a:1")
+	for range 3 {
+		a.Failure()
+	}
+	waitFor(t, 2*time.Second, "a ejected", func() bool { return serving(p) == "b:1" })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b := endpoint(p, "b:1")
+	b.Begin() // in flight while drained
+	if _, err := p.Override(ctx, "b:1", func(o Override) Override { o.Drain = true; return o }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Override(ctx, "b:1", func(Override) Override { return Override{} }); err != nil {
+		t.Fatal(err)
+	}
+	src.push(t, be("a:1", 1, 0), be("b:1", 1, 0), be("c:1", 1, 0))
+	waitFor(t, 2*time.Second, "c served", func() bool { return strings.Contains(serving(p), "c:1") })
+
+	var got []string
+	for _, e := range p.Status().Events {
+		got = append(got, e.Backend+" "+e.Kind+" "+e.From+">"+e.To)
+	}
+	want := []string{
+		"a:1 ejection healthy>ejected",
+		"b:1 override none>drain", "b:1 override healthy>draining",
+		"b:1 override drain>none", "b:1 override draining>healthy",
+		"c:1 discovery >added",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+
+	b.Traffic.Status(Out2xx, time.Millisecond)
+	now := time.Now()
+	p.Sample(now)
+	p.Sample(now.Add(time.Second))
+	for _, s := range p.Status().Backends {
+		if s.Address == "b:1" && (s.Traffic == nil || s.Traffic.Totals["2xx"] != 1 || s.Inflight != 1 || s.Traffic.Series.Inflight[0] != 1) {
+			t.Errorf("b's status after sampling: %+v traffic %+v", s, s.Traffic)
+		}
+	}
+	b.End(time.Millisecond)
+}
