@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -60,20 +58,6 @@ func (f *fakeAddrs) push(t *testing.T, addrs ...string) {
 		t.Fatal("address set not applied")
 	}
 }
-
-// lockedBuffer collects log lines from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // keepAliveConn is a client connection that sends requests one by one.
 type keepAliveConn struct {
@@ -153,7 +137,7 @@ pools: [{ name: api, health: { type: none }, backends: [%q] }]
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testkit.LogBuffer{}
 	src := &fakeAddrs{sets: make(chan hostaddr.Set), applied: make(chan struct{})}
 	a := app.New(cfg, app.Options{Log: slog.New(slog.NewTextHandler(logs, nil)), Addresses: src})
 	if err := a.Start(context.Background()); err != nil {

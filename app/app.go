@@ -909,8 +909,9 @@ func (a *App) Shutdown(ctx context.Context) {
 			t.Stop()
 		}
 	}
-	a.applyMu.Lock() // a reload that is warming pools finishes first
-	defer a.applyMu.Unlock()
+	// A reload that is warming pools finishes first; later ones see
+	// draining and are refused.
+	a.applyMu.Lock()
 	a.mu.Lock()
 	var wg sync.WaitGroup
 	for name, rt := range a.listeners {
@@ -926,6 +927,7 @@ func (a *App) Shutdown(ctx context.Context) {
 		}()
 	}
 	a.mu.Unlock()
+	a.applyMu.Unlock()
 	wg.Wait()
 	a.cancel()
 	a.wg.Wait()
