@@ -41,6 +41,9 @@ type rigOptions struct {
 	routeReq  HeaderRules
 	routeResp HeaderRules
 	routeRate *RateLimit
+	// accessLog "json" or "combined" turns the access log on, written to
+	// io.Discard through a queue.
+	accessLog string
 }
 
 func newRig(tb testing.TB, o rigOptions) *rig {
@@ -88,8 +91,11 @@ func newRig(tb testing.TB, o rigOptions) *rig {
 		{Host: "static.example.com", Target: target},
 		{Host: "*.example.com", PathPrefix: "/v1/", Target: target, RequestHeaders: o.routeReq, ResponseHeaders: o.routeResp, RateLimit: o.routeRate},
 	}, m)
+	q := NewLogQueue(io.Discard, 0, nil)
+	tb.Cleanup(q.Close)
 	h := NewHTTP(HTTPOptions{Name: "web", MaxHeaderBytes: 16384, ReadTimeout: time.Minute,
-		WriteTimeout: time.Minute, IdleTimeout: time.Minute, Log: log, Metrics: m, Policy: o.policy}, rt)
+		WriteTimeout: time.Minute, IdleTimeout: time.Minute, Log: log, Metrics: m, Policy: o.policy,
+		AccessLog: o.accessLog != "", AccessLogCombined: o.accessLog == "combined", AccessLogQueue: q}, rt)
 	return &rig{h: h, pool: pool}
 }
 
