@@ -349,7 +349,7 @@ func tunnel(a, b net.Conn, idle time.Duration, moved *[2]int64) error {
 
 type tunnelState struct {
 	idle  time.Duration
-	moved [2]int64 // bytes copied by each direction, written by its copy
+	moved [2]int64        // bytes copied by each direction, written by its copy
 	last  [2]atomic.Int64 // unix nanoseconds of each direction's last progress
 	idled atomic.Bool
 
