@@ -216,8 +216,15 @@ func (h *HTTP) SetPolicy(p Policy) {
 	h.policy.Store(&p)
 }
 
-// SetRoutes swaps the routing table (reload).
-func (h *HTTP) SetRoutes(rt *Routes) { h.routes.Store(rt) }
+// SetRoutes swaps the routing table (reload). A route's rate-limit
+// buckets carry over to the new table's route of the same name (see
+// carry). Not for concurrent use with itself (reloads are serialised).
+func (h *HTTP) SetRoutes(rt *Routes) {
+	if old := h.routes.Load(); old != nil && old != rt {
+		rt.carryLimits(old)
+	}
+	h.routes.Store(rt)
+}
 
 // Serve accepts connections on ln until Shutdown. With Park set, plain
 // TCP keep-alive connections are parked once idle past it.
