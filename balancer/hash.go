@@ -22,6 +22,12 @@ const vnodes = 64
 type Ring struct {
 	points []uint64
 	owners []*Endpoint
+	// index[b] is the first point whose top indexBits bits are ≥ b: a
+	// lookup reads one index entry and searches a few points, instead of
+	// binary-searching the whole ring (cache misses: at 10,000 backends
+	// the ring is 640,000 points, 5 MB).
+	index     []uint32
+	indexBits uint
 }
 
 var _ Picker = (*Ring)(nil)
@@ -32,11 +38,20 @@ type point struct {
 }
 
 func newRing(ms []member) *Ring {
-	var pts []point
+	total := 0
+	for _, m := range ms {
+		total += max(1, int(m.weight*vnodes))
+	}
+	pts := make([]point, 0, total)
+	var buf []byte
 	for _, m := range ms {
 		n := max(1, int(m.weight*vnodes))
+		buf = append(buf[:0], m.ep.Addr...)
+		buf = append(buf, '#')
+		base := len(buf)
 		for i := range n {
-			pts = append(pts, point{xxhash.Sum64String(m.ep.Addr + "#" + strconv.Itoa(i)), m.ep})
+			buf = strconv.AppendInt(buf[:base], int64(i), 10)
+			pts = append(pts, point{xxhash.Sum64(buf), m.ep})
 		}
 	}
 	slices.SortFunc(pts, func(a, b point) int {
@@ -52,12 +67,36 @@ func newRing(ms []member) *Ring {
 	for i, p := range pts {
 		r.points[i], r.owners[i] = p.h, p.ep
 	}
+	// About 4 points per index bucket.
+	for r.indexBits < 24 && 1<<(r.indexBits+2) < len(pts) {
+		r.indexBits++
+	}
+	r.index = make([]uint32, 1<<r.indexBits+1)
+	j := 0
+	for b := range r.index {
+		for j < len(pts) && r.points[j]>>(64-r.indexBits) < uint64(b) {
+			j++
+		}
+		r.index[b] = uint32(j)
+	}
 	return r
+}
+
+// search is the first point ≥ h (len(points) when none).
+func (r *Ring) search(h uint64) int {
+	if r.indexBits == 0 {
+		i, _ := slices.BinarySearch(r.points, h)
+		return i
+	}
+	b := h >> (64 - r.indexBits)
+	lo, hi := int(r.index[b]), int(r.index[b+1])
+	i, _ := slices.BinarySearch(r.points[lo:hi], h)
+	return lo + i
 }
 
 // Pick walks clockwise from hash to the first owner not in tried.
 func (r *Ring) Pick(h uint64, tried []*Endpoint) *Endpoint {
-	i, _ := slices.BinarySearch(r.points, h)
+	i := r.search(h)
 	n := len(r.points)
 	for k := range n {
 		e := r.owners[(i+k)%n]
