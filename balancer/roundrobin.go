@@ -89,7 +89,7 @@ func smoothSchedule(ms []member, ws []int) []*Endpoint {
 // turn is due at (k+1)/w_i, ties to the lower index, kept in a binary
 // heap. Each member gets exactly w_i turns in the cycle, spread evenly.
 func edfSchedule(ms []member, ws []int, total int) []*Endpoint {
-	type turn struct{ k, i int } // member i's next turn is its k-th
+	type turn struct{ k, i int }  // member i's next turn is its k-th
 	due := func(a, b turn) bool { // a before b
 		l, r := (a.k+1)*ws[b.i], (b.k+1)*ws[a.i]
 		return l < r || (l == r && a.i < b.i)
