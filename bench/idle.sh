@@ -194,6 +194,7 @@ for k in keys:
     g = m(rs, "goroutines")
     print(f'{k[0]:>6} {k[1]:<10} {len(rs):>6} {m(rs,"resumed_p50_us"):>9.0f}us {m(rs,"resumed_p99_us"):>9.0f}us {m(rs,"hot_p50_us"):>6.0f}us {m(rs,"hot_p99_us"):>6.0f}us {m(rs,"resumed_requests")+m(rs,"hot_requests"):>9.0f} {m(rs,"cpu_us_per_req"):>10.1f} {m(rs,"cpu_percent"):>6.1f} {g if g >= 0 else "-":>10} {sum(r["failed"] for r in rs):>6}')
 PY
+	echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg) (above the core count, latencies are mostly scheduling noise)" | tee -a "$OUT/sparse.txt"
 	log "results and table in ${OUT#"$ROOT"/}"
 	exit 0
 fi

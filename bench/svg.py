@@ -11,6 +11,7 @@ across rounds where there is one, and the value printed on each bar.
                                       idle-goroutines.svg (per N and target)
 """
 import json
+import math
 import os
 import statistics
 import sys
@@ -37,7 +38,8 @@ def bar_chart(title, unit, groups, lower_is_better):
     height = top + plot_h + 70
     vmax = max([v for _, items in groups for _, v, lo, hi in items if v is not None] +
                [hi for _, items in groups for _, v, lo, hi in items if hi is not None] + [0])
-    vmax = vmax * 1.12 or 1.0
+    vmax = nice(vmax * 1.1) if vmax > 0 else 1.0
+    width = max(width, left + 8 * len(title) + 20, left + 6 * len(unit) + 120)
     y = lambda v: top + plot_h - v / vmax * plot_h
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" '
            'font-family="sans-serif" font-size="11">' % (width, height, width, height),
@@ -46,8 +48,8 @@ def bar_chart(title, unit, groups, lower_is_better):
            '<text x="%d" y="18" font-size="13" font-weight="bold">%s</text>' % (left, escape(title)),
            '<text x="%d" y="32" fill="#555">%s (%s is better)</text>' % (
                left, escape(unit), "lower" if lower_is_better else "higher")]
-    for k in range(5):  # gridlines
-        v = vmax * k / 4
+    for k in range(6):  # gridlines
+        v = vmax * k / 5
         out.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>' % (left, width - 10, y(v), y(v)))
         out.append('<text x="%d" y="%.1f" text-anchor="end" fill="#555">%s</text>' % (left - 4, y(v) + 4, num(v)))
     x = left + group_gap / 2
@@ -75,6 +77,15 @@ def bar_chart(title, unit, groups, lower_is_better):
     out.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="#333"/>' % (left, width - 10, top + plot_h, top + plot_h))
     out.append("</svg>")
     return "\n".join(out) + "\n"
+
+
+def nice(v):
+    """The smallest 1, 2, 2.5 or 5 × 10^k that is ≥ v: round gridlines."""
+    k = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * k >= v:
+            return m * k
+    return 10 * k
 
 
 def num(v):
