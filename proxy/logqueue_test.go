@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // gatedWriter blocks every Write until open is closed: a stdout nobody
@@ -34,7 +36,8 @@ func (w *gatedWriter) Write(b []byte) (int, error) {
 // line comes out exactly once, in submission order per goroutine.
 func TestLogQueueBackpressureLosesNothing(t *testing.T) {
 	w := &gatedWriter{open: make(chan struct{}), entered: make(chan struct{})}
-	q := NewLogQueue(w, 4, nil)
+	blocked := prometheus.NewCounter(prometheus.CounterOpts{Name: "blocked_seconds_total"})
+	q := NewLogQueue(w, 4, blocked)
 	const writers, per = 4, 50
 	line := func(g, i int) {
 		l := q.Line()
@@ -74,8 +77,8 @@ func TestLogQueueBackpressureLosesNothing(t *testing.T) {
 	close(w.open)
 	<-submitted
 	q.Close()
-	if q.Blocked() <= 0 {
-		t.Error("no blocked time counted")
+	if q.Blocked() <= 0 || counterValue(t, blocked) <= 0 {
+		t.Errorf("blocked time %v, metric %v: want both > 0", q.Blocked(), counterValue(t, blocked))
 	}
 	next := map[int]int{}
 	sc := bufio.NewScanner(bytes.NewReader(w.buf.Bytes()))
