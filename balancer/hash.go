@@ -42,6 +42,17 @@ func newRing(ms []member) *Ring {
 	for _, m := range ms {
 		total += max(1, int(m.weight*vnodes))
 	}
+	r := &Ring{points: make([]uint64, total), owners: make([]*Endpoint, total)}
+	// About 4 points per index bucket.
+	for r.indexBits < 24 && 1<<(r.indexBits+2) < total {
+		r.indexBits++
+	}
+	bucket := func(h uint64) uint64 {
+		if r.indexBits == 0 {
+			return 0
+		}
+		return h >> (64 - r.indexBits)
+	}
 	pts := make([]point, 0, total)
 	var buf []byte
 	for _, m := range ms {
@@ -54,32 +65,39 @@ func newRing(ms []member) *Ring {
 			pts = append(pts, point{xxhash.Sum64(buf), m.ep})
 		}
 	}
-	slices.SortFunc(pts, func(a, b point) int {
-		switch {
-		case a.h < b.h:
-			return -1
-		case a.h > b.h:
-			return 1
-		}
-		return 0
-	})
-	r := &Ring{points: make([]uint64, len(pts)), owners: make([]*Endpoint, len(pts))}
-	for i, p := range pts {
-		r.points[i], r.owners[i] = p.h, p.ep
-	}
-	// About 4 points per index bucket.
-	for r.indexBits < 24 && 1<<(r.indexBits+2) < len(pts) {
-		r.indexBits++
-	}
+	// A counting sort by the hash's top bits (the hashes are uniform, so
+	// each bucket holds a few points), then each bucket sorted in place:
+	// O(points), where a comparison sort of 640,000 points took 100 ms.
+	// The counts are the index Pick starts from.
 	r.index = make([]uint32, 1<<r.indexBits+1)
-	j := 0
-	for b := range r.index {
-		for j < len(pts) && r.points[j]>>(64-r.indexBits) < uint64(b) {
-			j++
+	for _, p := range pts {
+		r.index[bucket(p.h)+1]++
+	}
+	for b := 1; b < len(r.index); b++ {
+		r.index[b] += r.index[b-1]
+	}
+	next := slices.Clone(r.index[:len(r.index)-1])
+	for _, p := range pts {
+		b := bucket(p.h)
+		r.points[next[b]], r.owners[next[b]] = p.h, p.ep
+		next[b]++
+	}
+	for b := 0; b+1 < len(r.index); b++ {
+		lo, hi := int(r.index[b]), int(r.index[b+1])
+		for i := lo + 1; i < hi; i++ { // insertion sort: a handful of points
+			for j := i; j > lo && pointLess(r.points[j], r.owners[j], r.points[j-1], r.owners[j-1]); j-- {
+				r.points[j], r.points[j-1] = r.points[j-1], r.points[j]
+				r.owners[j], r.owners[j-1] = r.owners[j-1], r.owners[j]
+			}
 		}
-		r.index[b] = uint32(j)
 	}
 	return r
+}
+
+// pointLess orders ring points by hash, then (a 64-bit collision) by
+// address, so every instance builds the same ring.
+func pointLess(h1 uint64, e1 *Endpoint, h2 uint64, e2 *Endpoint) bool {
+	return h1 < h2 || (h1 == h2 && e1.Addr < e2.Addr)
 }
 
 // search is the first point ≥ h (len(points) when none).
@@ -88,7 +106,7 @@ func (r *Ring) search(h uint64) int {
 		i, _ := slices.BinarySearch(r.points, h)
 		return i
 	}
-	b := h >> (64 - r.indexBits)
+	b := h >> (64 - r.indexBits) // index has 1<<indexBits+1 entries
 	lo, hi := int(r.index[b]), int(r.index[b+1])
 	i, _ := slices.BinarySearch(r.points[lo:hi], h)
 	return lo + i

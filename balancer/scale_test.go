@@ -205,6 +205,9 @@ func TestEDFSchedule(t *testing.T) {
 func TestRingIndex(t *testing.T) {
 	for _, n := range []int{1, 3, 1000} {
 		r := newRing(backends(n))
+		if !slices.IsSorted(r.points) || len(r.points) != n*vnodes {
+			t.Fatalf("%d backends: %d points, sorted %v", n, len(r.points), slices.IsSorted(r.points))
+		}
 		for i := range 20000 {
 			h := keyHash(i)
 			if i%1000 == 0 {

@@ -450,8 +450,6 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		var sbuf [512]byte
 		np := append(x.route.stripped(sbuf[:0], path), query...)
 		hdr.SetRequestURIBytes(np)
-		uri = hdr.RequestURI()
-		path = uri[:len(uri)-len(query)]
 	}
 	t := x.route.target
 	if wantsUpgrade(hdr, pol) {
