@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/holdfast
 
-.PHONY: all build run test deps bench bench-idle conformance soak docker fuzz lint deploy-check clean
+.PHONY: all build run test deps bench bench-idle bench-mem bench-sparse conformance soak docker fuzz lint deploy-check clean
 
 all: build
 
@@ -27,6 +27,8 @@ test: deps
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# the zero-allocation tests are built without the race detector (it allocates)
 	$(GO) test -count=1 -run 'Allocs' ./proxy
+	# the bench charts' SVG writer
+	python3 -m unittest discover -s bench -p '*_test.py'
 
 ## conformance: the HTTP/1.1 conformance suite against holdfast, HAProxy and
 ## nginx; prints a case x target table and fails if a holdfast case fails
@@ -42,10 +44,17 @@ conformance: deps
 bench: build deps
 	./bench/run.sh
 
-## bench-idle: memory per idle keep-alive client connection (RSS growth / N) for holdfast,
-## HAProxy and nginx, each pinned to one core; ROUNDS (5), N ("5000"), INFLIGHT, SETTLE
+## bench-idle (alias bench-mem): memory per idle keep-alive client connection (RSS growth / N)
+## and goroutines for holdfast, HAProxy and nginx, each pinned to one core, at N = 5,000 and
+## 10,000 side by side; ROUNDS (5), N ("5000 10000"), INFLIGHT, SETTLE; charts in bench/out/idle-*
 bench-idle: build deps
 	./bench/idle.sh
+bench-mem: bench-idle
+
+## bench-sparse: what a resume from the epoll park costs: N (2000) connections each sending a
+## request every EVERY (3s) beside HOT (8) back-to-back ones; p50/p99 of both and CPU per request
+bench-sparse: build deps
+	./bench/sparse.sh
 
 ## soak: SOAK_DURATION (default 10m) of mixed load with faults (backend kills, reloads, a descriptor
 ## flood, a slowloris flood) against the built binary, loopback only; prints failed requests, RSS

@@ -7,8 +7,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -56,6 +58,8 @@ type Options struct {
 	// Addresses follows the host's addresses for listeners on a specific
 	// IP (addrwatch.go); nil: the kernel's, through netlink.
 	Addresses hostaddr.Source
+	// AccessLog is where access-log lines go; nil: standard output.
+	AccessLog io.Writer
 }
 
 // App is a running holdfast. Its methods are safe for concurrent use.
@@ -82,6 +86,9 @@ type App struct {
 	// backend: held here, not by a pool, so they survive reloads.
 	overrides *balancer.Overrides
 	nofile    uint64
+	// accessLog carries every listener's access-log lines to one writer
+	// goroutine; made in Start, closed (flushed) at the end of Shutdown.
+	accessLog *proxy.LogQueue
 	// saved is the state file read at Start, used by the first apply only.
 	saved *state.File
 	// stateW writes the state file (nil without state_file); set in Start
@@ -160,12 +167,18 @@ func (a *App) Start(ctx context.Context) error {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
 	a.ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	w := a.opts.AccessLog
+	if w == nil {
+		w = os.Stdout
+	}
+	a.accessLog = proxy.NewLogQueue(w, 0, a.m.AccessLogBlocked)
 	for _, w := range config.Warnings(a.cfg) {
 		a.log.Warn("config warning", "warning", w)
 	}
 	adm, err := a.startAdmin(a.cfg)
 	if err != nil {
 		a.cancel()
+		a.accessLog.Close()
 		return err
 	}
 	a.admin = adm
@@ -187,6 +200,7 @@ func (a *App) Start(ctx context.Context) error {
 	if err != nil {
 		adm.close()
 		a.cancel()
+		a.accessLog.Close()
 		return err
 	}
 	if w := a.stateW; w != nil {
@@ -380,6 +394,7 @@ func (a *App) commit(cfg *config.Config, pl Plan, st *staged) {
 		}
 		if old.tcp != nil {
 			old.tcp.SetTarget(targets[l.Pool])
+			old.tcp.SetAccessLog(l.AccessLog.Enabled)
 		}
 		if set := st.certSets[name]; set != nil {
 			old.certs.Set(set)
@@ -555,7 +570,8 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 	}
 	switch l.Protocol {
 	case "tcp":
-		rt.tcp = proxy.NewTCP(proxy.TCPOptions{Name: l.Name, IdleTimeout: l.Timeouts.Idle.D(), Log: log, Metrics: a.m}, targets[l.Pool])
+		rt.tcp = proxy.NewTCP(proxy.TCPOptions{Name: l.Name, IdleTimeout: l.Timeouts.Idle.D(), Log: log, Metrics: a.m,
+			AccessLog: l.AccessLog.Enabled, AccessLogQueue: a.accessLog}, targets[l.Pool])
 		go func() {
 			defer close(rt.done)
 			_ = rt.tcp.Serve(ln)
@@ -568,7 +584,8 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			Park: l.Timeouts.Park.D(), TrackIdle: watched,
 			Policy:    httpPolicy(l, trust),
 			AccessLog: l.AccessLog.Enabled, AccessLogCombined: l.AccessLog.Format == "combined",
-			Log: log, Metrics: a.m,
+			AccessLogQueue: a.accessLog,
+			Log:            log, Metrics: a.m,
 		}, a.routes(l, targets))
 		rt.http = h
 		if len(l.TLS) > 0 {
@@ -929,6 +946,7 @@ func (a *App) Shutdown(ctx context.Context) {
 	a.mu.Unlock()
 	a.applyMu.Unlock()
 	wg.Wait()
+	a.accessLog.Close() // every listener has stopped: the last lines are out
 	a.cancel()
 	a.wg.Wait()
 	if a.admin != nil {

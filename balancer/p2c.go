@@ -35,8 +35,8 @@ func (p *P2C) Pick(h uint64, tried []*Endpoint) *Endpoint {
 	return a
 }
 
-// Random draws a member with probability proportional to its weight, using
-// the same precomputed schedule as round robin.
+// Random draws a member with probability proportional to its weight, from
+// a table holding each member as many times as its (integer) weight.
 type Random struct {
 	ms       []member
 	schedule []*Endpoint
@@ -45,7 +45,20 @@ type Random struct {
 var _ Picker = (*Random)(nil)
 
 func newRandom(ms []member) *Random {
-	return &Random{ms: ms, schedule: smoothSchedule(ms, intWeights(ms))}
+	// Draws are random: the order of the schedule does not matter, only
+	// that member i appears w_i times.
+	ws := intWeights(ms)
+	total := 0
+	for _, w := range ws {
+		total += w
+	}
+	schedule := make([]*Endpoint, 0, total)
+	for i, w := range ws {
+		for range w {
+			schedule = append(schedule, ms[i].ep)
+		}
+	}
+	return &Random{ms: ms, schedule: schedule}
 }
 
 // Pick draws at random, redrawing a few times to avoid tried members.

@@ -5,16 +5,31 @@
 # backend), a fresh proxy is started, bench/idleconns opens N connections
 # (INFLIGHT at a time), sends one request on each, reads the answer, lets
 # them idle SETTLE, and reports the growth of the proxy's VmRSS divided by
-# N. Prints the median over ROUNDS with the spread (min..max).
+# N, and holdfast's goroutines (go_goroutines from its /metrics) while the
+# connections idle. Prints the median over ROUNDS with the spread
+# (min..max) per N, side by side, and writes results.jsonl, table.txt and
+# the charts idle-bytes.svg and idle-goroutines.svg to OUT.
 #
-# Knobs: ROUNDS [5] N ["5000"] (several: "5000 10000") INFLIGHT [64]
+# Knobs: ROUNDS [5] N ["5000 10000"] INFLIGHT [64] OUT [bench/out/idle-<UTC>]
 # SETTLE [4s] TARGETS ["holdfast haproxy nginx"] PROXY_CPU [0] LOAD_CPU [1]
 # HOLDFAST_BIN [bin/holdfast]. Loopback only; only our own PIDs are stopped.
+#
+# SPARSE=D (e.g. 15s; bench/sparse.sh, `make bench-sparse`) measures what a
+# resume costs instead of memory: the N connections each send one request
+# every EVERY [3s] (so each finds its connection idle, parked in holdfast)
+# while HOT [8] connections send back to back; for D it reports p50/p99 of
+# resumed and of hot requests and the proxy's CPU per request and percent,
+# into OUT/sparse.jsonl and OUT/sparse.txt.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 ROUNDS=${ROUNDS:-5}
-NS=${N:-5000}
+NS=${N:-5000 10000}
+SPARSE=${SPARSE:-}
+EVERY=${EVERY:-3s}
+HOT=${HOT:-8}
+OUT=${OUT:-$ROOT/bench/out/${SPARSE:+sparse}${SPARSE:-idle}-$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
 INFLIGHT=${INFLIGHT:-64}
 SETTLE=${SETTLE:-4s}
 TARGETS=${TARGETS:-holdfast haproxy nginx}
@@ -24,7 +39,15 @@ HOLDFAST_BIN=${HOLDFAST_BIN:-$ROOT/bin/holdfast}
 PATH=$PATH:/usr/sbin:/sbin
 
 log() { printf '[bench-idle %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# Each connection costs a descriptor in the proxy and one in idleconns:
+# raise the soft limit to the hard one, and say so when N cannot fit.
 ulimit -n "$(ulimit -Hn)"
+for n in $NS; do
+	if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((n + 1000)) ]; then
+		log "open-files limit $(ulimit -n) is too low for N=$n (raise the hard limit: ulimit -Hn or LimitNOFILE)"
+		exit 1
+	fi
+done
 WORK=$(mktemp -d)
 PIDS=()
 stop_pid() {
@@ -58,11 +81,19 @@ YAML
 	TARGET_PID=$!
 	METRICS=http://127.0.0.1:$ADMIN_PORT/metrics
 }
+# HAProxy sizes its descriptors as 2 per maxconn (client and server side)
+# and refuses to start beyond the hard open-files limit: at N=10000 with a
+# hard limit of 20000 it gets (limit-100)/2, and the connections beyond fail
+# (counted in the "failed" field; bytes/conn is over those that opened).
+HAPROXY_MAXCONN=30000
+if [ "$(ulimit -Hn)" != unlimited ] && [ $((($(ulimit -Hn) - 100) / 2)) -lt "$HAPROXY_MAXCONN" ]; then
+	HAPROXY_MAXCONN=$((($(ulimit -Hn) - 100) / 2))
+fi
 start_haproxy() {
 	cat >"$WORK/haproxy.cfg" <<CFG
 global
     nbthread 1
-    maxconn 9000
+    maxconn $HAPROXY_MAXCONN
 defaults
     mode http
     option http-keep-alive
@@ -98,6 +129,7 @@ http {
     uwsgi_temp_path $WORK/nginx/uwsgi;
     scgi_temp_path $WORK/nginx/scgi;
     keepalive_timeout 90s;
+    keepalive_requests 1000000;
     upstream bench { server 127.0.0.1:$BACKEND_PORT; keepalive 128; }
     server {
         listen 127.0.0.1:$PORT;
@@ -124,7 +156,13 @@ wait_ready() {
 	return 1
 }
 
-RESULTS=$WORK/results.jsonl
+RESULTS=$OUT/results.jsonl
+MODE_ARGS=()
+if [ -n "$SPARSE" ]; then
+	RESULTS=$OUT/sparse.jsonl
+	MODE_ARGS=(-sparse "$SPARSE" -every "$EVERY" -hot "$HOT")
+fi
+: >"$RESULTS"
 for n in $NS; do
 	for round in $(seq "$ROUNDS"); do
 		for t in $TARGETS; do
@@ -135,13 +173,32 @@ for n in $NS; do
 			# warm: a few hundred requests, so pools and the heap are sized
 			for _ in 1 2 3; do curl -s -o /dev/null "http://127.0.0.1:$PORT/"; done
 			taskset -c "$LOAD_CPU" "$WORK/idleconns" -addr "127.0.0.1:$PORT" -pid "$TARGET_PID" -n "$n" \
-				-inflight "$INFLIGHT" -settle "$SETTLE" -target "$t" ${METRICS:+-metrics "$METRICS"} | tee -a "$RESULTS" >&2
+				-inflight "$INFLIGHT" -settle "$SETTLE" -target "$t" ${METRICS:+-metrics "$METRICS"} "${MODE_ARGS[@]+"${MODE_ARGS[@]}"}" | tee -a "$RESULTS" >&2
 			stop_pid "$TARGET_PID"
 		done
 	done
 done
 
-python3 - "$RESULTS" <<'PY'
+if [ -n "$SPARSE" ]; then
+	python3 - "$RESULTS" <<'PY' | tee "$OUT/sparse.txt"
+import json, sys, statistics
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+keys = []
+for r in rows:
+    if (r["conns"], r["target"]) not in keys:
+        keys.append((r["conns"], r["target"]))
+m = lambda rs, k: statistics.median(r[k] for r in rs)
+print(f'{"conns":>6} {"target":<10} {"rounds":>6} {"resumed p50":>11} {"resumed p99":>11} {"hot p50":>8} {"hot p99":>8} {"requests":>9} {"CPU us/req":>10} {"CPU %":>6} {"goroutines":>10} {"failed":>6}')
+for k in keys:
+    rs = [r for r in rows if (r["conns"], r["target"]) == k]
+    g = m(rs, "goroutines")
+    print(f'{k[0]:>6} {k[1]:<10} {len(rs):>6} {m(rs,"resumed_p50_us"):>9.0f}us {m(rs,"resumed_p99_us"):>9.0f}us {m(rs,"hot_p50_us"):>6.0f}us {m(rs,"hot_p99_us"):>6.0f}us {m(rs,"resumed_requests")+m(rs,"hot_requests"):>9.0f} {m(rs,"cpu_us_per_req"):>10.1f} {m(rs,"cpu_percent"):>6.1f} {g if g >= 0 else "-":>10} {sum(r["failed"] for r in rs):>6}')
+PY
+	echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg) (above the core count, latencies are mostly scheduling noise)" | tee -a "$OUT/sparse.txt"
+	log "results and table in ${OUT#"$ROOT"/}"
+	exit 0
+fi
+python3 - "$RESULTS" <<'PY' | tee "$OUT/table.txt"
 import json, sys, statistics
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 keys = []
@@ -149,7 +206,7 @@ for r in rows:
     k = (r["conns"], r["target"])
     if k not in keys:
         keys.append(k)
-print(f'{"conns":>6} {"target":<10} {"rounds":>6} {"bytes/conn median":>18} {"spread (min..max)":>20} {"goroutines idle":>16} {"parked":>8}')
+print(f'{"conns":>6} {"target":<10} {"rounds":>6} {"bytes/conn median":>18} {"spread (min..max)":>20} {"goroutines idle":>16} {"parked":>8} {"failed":>7}')
 for k in keys:
     rs = [r for r in rows if (r["conns"], r["target"]) == k]
     b = [r["bytes_per_conn"] for r in rs]
@@ -157,5 +214,8 @@ for k in keys:
     p = [r["parked"] for r in rs if r["parked"] >= 0]
     gs = f'{statistics.median(g):.0f}' if g else "-"
     ps = f'{statistics.median(p):.0f}' if p else "-"
-    print(f'{k[0]:>6} {k[1]:<10} {len(rs):>6} {statistics.median(b):>18.0f} {min(b):>9.0f}..{max(b):<9.0f} {gs:>16} {ps:>8}')
+    fl = sum(r["failed"] for r in rs)
+    print(f'{k[0]:>6} {k[1]:<10} {len(rs):>6} {statistics.median(b):>18.0f} {min(b):>9.0f}..{max(b):<9.0f} {gs:>16} {ps:>8} {fl:>7}')
 PY
+python3 "$ROOT/bench/svg.py" idle "$RESULTS" "$OUT" >&2 || log "charts FAILED"
+log "results, table and charts in ${OUT#"$ROOT"/}"

@@ -15,7 +15,7 @@
 #   PAIR [1]              run holdfast and the baseline back to back each round, alternating first
 #   HOLDFAST_BIN [bin/holdfast]                 built with `make build` if missing
 #   BASE_BIN []           another holdfast build for the holdfast_base target
-#   OUT [bench/out/<UTC timestamp>]             raw results
+#   OUT [bench/out/<UTC timestamp>]             raw results, tables and SVG charts
 #   PROXY_CPU [0] WRK_CPU [1]                   cores to pin to (backend shares WRK_CPU)
 #   RT [0]                1: proxy, wrk and backend run SCHED_FIFO (chrt; root) so a busy shared
 #                         machine cannot preempt them; see bench/README.md
@@ -427,6 +427,8 @@ main() {
 	done
 
 	TARGETS=$TARGETS python3 "$ROOT/bench/report.py" median "$RESULTS" | tee "$OUT/median.txt"
+	# charts beside the tables: rps.svg, cpu.svg, p99.svg (bench/svg.py)
+	TARGETS=$TARGETS python3 "$ROOT/bench/svg.py" http "$RESULTS" "$OUT" >&2 || log "charts FAILED"
 	if [ "${TCP:-1}" = 1 ]; then # the L4 row: holdfast protocol: tcp vs HAProxy mode tcp
 		echo
 		OUT=$OUT ROUNDS=$ROUNDS PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU HOLDFAST_BIN=$HOLDFAST_BIN \

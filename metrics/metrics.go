@@ -36,6 +36,7 @@ type Metrics struct {
 	ListenerRejected  *prometheus.CounterVec
 	ListenerAcceptErr *prometheus.CounterVec
 	RateLimited       *prometheus.CounterVec
+	AccessLogBlocked  prometheus.Counter
 
 	inflightSource atomic.Pointer[func(set func(pool, backend string, v float64))]
 }
@@ -115,12 +116,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Failed accepts (EMFILE, ENFILE, ENOBUFS, ...), by reason; the listener pauses and resumes."}, []string{"listener", "reason"}),
 		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_total",
 			Help: "Requests answered 429 by a route's rate_limit."}, []string{"listener", "route"}),
+		AccessLogBlocked: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "access_log_blocked_seconds_total",
+			Help: "Time requests waited for room in the full access-log queue (the log writer, e.g. stdout, fell behind)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Requests, m.RequestDuration, m.BackendUp, m.BackendState, m.BackendOverride, m.BackendRequests,
 			&syncedGauge{vec: m.BackendInflight, sync: &m.inflightSource}, m.BackendConns, m.BackendTrans, m.HealthChecks, m.Retries, m.RetryBudgetOut,
 			m.DiscoveryLookups, m.DiscoveryQueries, m.DiscoveryStale, m.DiscoveryBackends, m.DiscoveryLastOK,
-			m.Reloads, m.ReloadFailures, m.ListenerConns, m.ListenerIdle, m.ListenerRejected, m.ListenerAcceptErr, m.RateLimited)
+			m.Reloads, m.ReloadFailures, m.ListenerConns, m.ListenerIdle, m.ListenerRejected, m.ListenerAcceptErr, m.RateLimited,
+			m.AccessLogBlocked)
 	}
 	return m
 }

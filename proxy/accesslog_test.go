@@ -3,7 +3,7 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"log/slog"
+	"io"
 	"regexp"
 	"testing"
 
@@ -15,10 +15,11 @@ import (
 func TestAccessLogJSONFields(t *testing.T) {
 	r := newRig(t, rigOptions{policy: Policy{RequestID: true}})
 	var buf bytes.Buffer
-	r.h.opts.AccessLogger = slog.New(slog.NewJSONHandler(&buf, nil))
+	q := testQueue(t, r, &buf)
 	r.h.SetAccessLog(true)
 	ctx := newCtx()
 	r.get(t, ctx, nil)
+	q.Flush()
 	var line map[string]any
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("%q: %v", buf.String(), err)
@@ -46,7 +47,7 @@ func TestAccessLogJSONFields(t *testing.T) {
 func TestAccessLogCombined(t *testing.T) {
 	r := newRig(t, rigOptions{})
 	var buf bytes.Buffer
-	r.h.opts.AccessLogWriter = &buf
+	q := testQueue(t, r, &buf)
 	r.h.SetAccessLog(true)
 	r.h.SetAccessLogCombined(true)
 	ctx := newCtx()
@@ -54,8 +55,17 @@ func TestAccessLogCombined(t *testing.T) {
 		req.Header.Set("Referer", "https://ref.example/")
 		req.Header.Set("User-Agent", `evil "ua"`)
 	})
+	q.Flush()
 	re := regexp.MustCompile(`^192\.0\.2\.10 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /v1/users\?id=7 HTTP/1\.1" 200 26 "https://ref\.example/" "evil \\x22ua\\x22"\n$`)
 	if !re.MatchString(buf.String()) {
 		t.Errorf("combined line %q does not match %s", buf.String(), re)
 	}
+}
+
+// testQueue makes r's listener log to w through a queue of its own.
+func testQueue(t *testing.T, r *rig, w io.Writer) *LogQueue {
+	q := NewLogQueue(w, 0, nil)
+	t.Cleanup(q.Close)
+	r.h.opts.AccessLogQueue = q
+	return q
 }

@@ -53,6 +53,8 @@ func TestProxyRequestPathAllocs(t *testing.T) {
 			extra: func(r *fasthttp.Request) { r.Header.Set("X-Api-Key", "k1") }},
 		{name: "GET with a generated request ID", opts: rigOptions{
 			policy: Policy{RequestID: true, ResponseHeaders: HeaderRules{Set: map[string]string{"X-Request-ID": "{request_id}"}}}}},
+		{name: "GET with the JSON access log", opts: rigOptions{accessLog: "json", policy: Policy{RequestID: true}}},
+		{name: "GET with the combined access log", opts: rigOptions{accessLog: "combined"}},
 		{name: "GET, backend answers with hop-by-hop headers", opts: rigOptions{respHeader: [][2]string{
 			{"Connection", "X-Internal"}, {"X-Internal", "1"}, {"Keep-Alive", "timeout=5"}}}},
 	}

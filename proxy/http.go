@@ -44,13 +44,12 @@ type HTTPOptions struct {
 	// Policy is the part of the rules a reload replaces in place.
 	Policy    Policy
 	AccessLog bool
-	// AccessLogger receives one JSON line per request when AccessLog is on;
-	// nil writes JSON to standard output, as SPEC.md says.
-	AccessLogger *slog.Logger
-	// AccessLogCombined writes the NCSA combined format instead of JSON,
-	// one line per request to AccessLogWriter (nil: standard output).
+	// AccessLogQueue takes one line per request when AccessLog is on
+	// (JSON, or NCSA combined with AccessLogCombined) to its writer; nil:
+	// a queue of the listener's own on standard output, closed by
+	// Shutdown.
+	AccessLogQueue    *LogQueue
 	AccessLogCombined bool
-	AccessLogWriter   io.Writer
 	Log               *slog.Logger
 	Metrics           *metrics.Metrics
 	// RequestIDs generates X-Request-ID values (Policy.RequestID); nil:
@@ -95,6 +94,7 @@ type HTTP struct {
 	tunnels     tunnelSet // upgraded connections (websocket.go)
 	badRequest  prometheus.Counter
 	poller      atomic.Pointer[poller] // parked connections; nil: none
+	ownQueue    bool                   // AccessLogQueue was made here: Shutdown closes it
 }
 
 // NewHTTP builds an HTTP listener with its routing table.
@@ -124,11 +124,9 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	h.routes.Store(rt)
 	h.accessLogOn.Store(o.AccessLog)
 	h.combined.Store(o.AccessLogCombined)
-	if h.opts.AccessLogWriter == nil {
-		h.opts.AccessLogWriter = os.Stdout
-	}
-	if h.opts.AccessLogger == nil {
-		h.opts.AccessLogger = slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	if h.opts.AccessLogQueue == nil {
+		h.opts.AccessLogQueue = NewLogQueue(os.Stdout, 0, nil)
+		h.ownQueue = true
 	}
 	h.srv = &fasthttp.Server{
 		Handler:      h.serve,
@@ -255,8 +253,15 @@ func (h *HTTP) SetPolicy(p Policy) {
 	h.policy.Store(&p)
 }
 
-// SetRoutes swaps the routing table (reload).
-func (h *HTTP) SetRoutes(rt *Routes) { h.routes.Store(rt) }
+// SetRoutes swaps the routing table (reload). A route's rate-limit
+// buckets carry over to the new table's route of the same name (see
+// carry). Not for concurrent use with itself (reloads are serialised).
+func (h *HTTP) SetRoutes(rt *Routes) {
+	if old := h.routes.Load(); old != nil && old != rt {
+		rt.carryLimits(old)
+	}
+	h.routes.Store(rt)
+}
 
 // Serve accepts connections on ln until Shutdown. With Park set, plain
 // TCP keep-alive connections are parked once idle past it.
@@ -485,8 +490,6 @@ func (h *HTTP) handle(ctx *fasthttp.RequestCtx, x *exchange) {
 		var sbuf [512]byte
 		np := append(x.route.stripped(sbuf[:0], path), query...)
 		hdr.SetRequestURIBytes(np)
-		uri = hdr.RequestURI()
-		path = uri[:len(uri)-len(query)]
 	}
 	t := x.route.target
 	if wantsUpgrade(hdr, pol) {
@@ -608,45 +611,85 @@ func (h *HTTP) refuse(ctx *fasthttp.RequestCtx, x *exchange, code int, msg strin
 }
 
 func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
+	q := h.opts.AccessLogQueue
+	l := q.Line()
 	if h.combined.Load() {
-		h.combinedLog(ctx, x)
+		h.combinedLog(l, ctx, x)
+		q.Submit(l)
 		return
 	}
+	l.head(time.Now(), "request")
+	l.strs("listener", h.opts.Name)
+	l.strs("route", x.route.name)
+	l.strs("pool", x.route.poolName())
 	backend := ""
 	if x.out.ep != nil {
 		backend = x.out.ep.Addr
 	}
-	var flags, reasons []string
-	for i, n := range flagNames {
-		if x.flags&(1<<i) != 0 {
-			flags = append(flags, n)
-		}
-	}
-	if x.out.retried&retriedConnect != 0 {
-		reasons = append(reasons, "connect_failure")
-	}
-	if x.out.retried&retriedReset != 0 {
-		reasons = append(reasons, "reset")
-	}
-	if x.out.retried&retriedStatus != 0 {
-		reasons = append(reasons, "status_"+strconv.Itoa(x.out.retryStatus))
-	}
-	if x.out.retried&retriedTryTimeout != 0 {
-		reasons = append(reasons, "per_try_timeout")
-	}
+	l.strs("backend", backend)
+	l.str("method", ctx.Method())
+	l.str("host", ctx.Request.Header.Host())
+	l.str("path", ctx.Request.Header.RequestURI())
+	l.str("proto", ctx.Request.Header.Protocol())
+	l.int("status", int64(x.status))
+	l.int("bytes_in", int64(ctx.Request.Header.ContentLength()))
+	l.int("bytes_out", int64(ctx.Response.Header.ContentLength()))
+	l.key("client")
+	l.b = append(l.b, '"')
+	l.b = appendIP(l.b, ctx.RemoteIP())
+	l.b = append(l.b, '"')
+	l.str("request_id", x.requestID())
 	tlsv := ""
 	if ctx.IsTLS() {
 		tlsv = "tls"
 	}
-	h.opts.AccessLogger.Info("request",
-		"listener", h.opts.Name, "route", x.route.name, "pool", x.route.poolName(), "backend", backend,
-		"method", string(ctx.Method()), "host", string(ctx.Request.Header.Host()), "path", string(ctx.Request.Header.RequestURI()),
-		"proto", string(ctx.Request.Header.Protocol()), "status", x.status,
-		"bytes_in", ctx.Request.Header.ContentLength(), "bytes_out", ctx.Response.Header.ContentLength(),
-		"client", ctx.RemoteIP().String(), "request_id", string(x.requestID()), "tls", tlsv, "user_agent", string(ctx.UserAgent()),
-		"attempts", x.out.attempts, "retry_reasons", reasons, "flags", flags,
-		"upstream_ms", float64(x.out.elapsed.Microseconds())/1000,
-		"duration_ms", float64(time.Since(ctx.Time()).Microseconds())/1000)
+	l.strs("tls", tlsv)
+	l.str("user_agent", ctx.UserAgent())
+	l.int("attempts", int64(x.out.attempts))
+	l.key("retry_reasons")
+	l.b = append(l.b, '[')
+	n := 0
+	reason := func(r string) {
+		if n > 0 {
+			l.b = append(l.b, ',')
+		}
+		n++
+		l.b = append(l.b, '"')
+		l.b = append(l.b, r...)
+		l.b = append(l.b, '"')
+	}
+	if x.out.retried&retriedConnect != 0 {
+		reason("connect_failure")
+	}
+	if x.out.retried&retriedReset != 0 {
+		reason("reset")
+	}
+	if x.out.retried&retriedStatus != 0 {
+		if n > 0 {
+			l.b = append(l.b, ',')
+		}
+		n++
+		l.b = append(l.b, `"status_`...)
+		l.b = appendInt(l.b, int64(x.out.retryStatus))
+		l.b = append(l.b, '"')
+	}
+	if x.out.retried&retriedTryTimeout != 0 {
+		reason("per_try_timeout")
+	}
+	l.b = append(l.b, ']')
+	l.key("flags")
+	l.b = append(l.b, '[')
+	n = 0
+	for i, f := range flagNames {
+		if x.flags&(1<<i) != 0 {
+			reason(f)
+		}
+	}
+	l.b = append(l.b, ']')
+	l.ms("upstream_ms", x.out.elapsed)
+	l.ms("duration_ms", time.Since(ctx.Time()))
+	l.end()
+	q.Submit(l)
 }
 
 // proxy sends the request to the target's backends and puts the answer in
@@ -915,9 +958,8 @@ func (h *HTTP) SetAccessLogCombined(on bool) { h.combined.Store(on) }
 
 // combinedLog writes one NCSA combined line:
 // client - - [time] "METHOD target PROTO" status bytes "referer" "user-agent"
-func (h *HTTP) combinedLog(ctx *fasthttp.RequestCtx, x *exchange) {
-	var buf [1024]byte
-	b := appendIP(buf[:0], ctx.RemoteIP())
+func (h *HTTP) combinedLog(l *logBuf, ctx *fasthttp.RequestCtx, x *exchange) {
+	b := appendIP(l.b, ctx.RemoteIP())
 	b = append(b, " - - ["...)
 	b = ctx.Time().AppendFormat(b, "02/Jan/2006:15:04:05 -0700")
 	b = append(b, "] \""...)
@@ -939,9 +981,7 @@ func (h *HTTP) combinedLog(ctx *fasthttp.RequestCtx, x *exchange) {
 	b = append(b, "\" \""...)
 	b = appendLogQuoted(b, ctx.UserAgent())
 	b = append(b, "\"\n"...)
-	if _, err := h.opts.AccessLogWriter.Write(b); err != nil {
-		h.log.Debug("access log write failed", "err", err)
-	}
+	l.b = b
 }
 
 // appendLogQuoted appends v for a quoted log field: '"', '\\' and bytes

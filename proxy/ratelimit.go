@@ -40,7 +40,8 @@ const (
 // bucket: under a flood of distinct keys the limit gets looser, never
 // stricter, and memory does not grow). Safe for concurrent use.
 type limiter struct {
-	perNs   float64 // tokens per nanosecond
+	conf    RateLimit // as configured (Now aside): what a reload compares
+	perNs   float64   // tokens per nanosecond
 	burst   float64
 	header  string // "" keys by client IP
 	now     func() time.Time
@@ -61,7 +62,8 @@ type limitSlot struct {
 }
 
 func newLimiter(r *RateLimit, counter prometheus.Counter) *limiter {
-	l := &limiter{perNs: r.Rate / 1e9, burst: float64(max(r.Burst, 1)), now: r.Now, counter: counter}
+	l := &limiter{conf: *r, perNs: r.Rate / 1e9, burst: float64(max(r.Burst, 1)), now: r.Now, counter: counter}
+	l.conf.Now = nil
 	if len(r.Key) > len("header:") && r.Key[:len("header:")] == "header:" {
 		l.header = r.Key[len("header:"):]
 	}
@@ -152,4 +154,44 @@ func (l *limiter) refill(c *limitSlot, now int64) {
 		c.tokens = min(l.burst, c.tokens+float64(d)*l.perNs)
 		c.last = now
 	}
+}
+
+// carry is the limiter a reloaded route uses in place of fresh, given the
+// route's limiter before the reload. The same rate, burst, key and size:
+// old itself, buckets untouched. A new rate or burst with the same key and
+// size: fresh, holding old's buckets as they stand now (refilled at the
+// old rate up to this instant), each capped at the new burst, so a client
+// that spent its burst does not get a new one from the reload, and a
+// lowered burst applies at once. A changed key or size: fresh, empty.
+func carry(fresh, old *limiter) *limiter {
+	if old == nil {
+		return fresh
+	}
+	f, o := fresh.conf, old.conf
+	if f.Rate == o.Rate && f.Burst == o.Burst && f.Key == o.Key && f.MaxKeys == o.MaxKeys {
+		return old
+	}
+	if fresh.conf.Key != old.conf.Key || len(fresh.shards[0].slots) != len(old.shards[0].slots) {
+		return fresh
+	}
+	now := fresh.now().UnixNano()
+	for i := range old.shards {
+		o, n := &old.shards[i], &fresh.shards[i]
+		o.mu.Lock()
+		for j := range o.slots {
+			c := o.slots[j]
+			if c.key == 0 {
+				continue
+			}
+			old.refill(&c, now)
+			if c.tokens >= old.burst && c.tokens >= fresh.burst {
+				continue // full: no state worth keeping
+			}
+			c.tokens = min(c.tokens, fresh.burst)
+			c.last = max(c.last, now)
+			n.slots[j] = c
+		}
+		o.mu.Unlock()
+	}
+	return fresh
 }

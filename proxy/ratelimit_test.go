@@ -154,3 +154,71 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A reload keeps a route's buckets: the same limit goes on where it was; a
+// higher burst does not hand a drained client a fresh burst, a lower one
+// caps at once, a new rate refills at the new rate; a changed key starts
+// afresh.
+func TestRateLimitSurvivesReload(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1000, 0)}
+	limit := func(rate float64, burst int, key string) *RateLimit {
+		return &RateLimit{Rate: rate, Burst: burst, Key: key, Now: clk.Now}
+	}
+	r := newRig(t, rigOptions{routeRate: limit(1, 3, "client_ip")})
+	target := r.h.routes.Load().def.target
+	reload := func(rl *RateLimit) {
+		r.h.SetRoutes(NewRoutes("web", target, []Route{
+			{Host: "static.example.com", Target: target},
+			{Host: "*.example.com", PathPrefix: "/v1/", Target: target, RateLimit: rl},
+		}, nil))
+	}
+	ctx := newCtx()
+	status := func() int {
+		ctx.Request.Reset()
+		ctx.Response.Reset()
+		ctx.Request.SetRequestURI("/v1/users")
+		ctx.Request.Header.SetHost("api.example.com")
+		r.h.serve(ctx)
+		return ctx.Response.StatusCode()
+	}
+	// run sends n requests and returns how many passed.
+	run := func(n int) int {
+		ok := 0
+		for range n {
+			switch s := status(); s {
+			case 200:
+				ok++
+			case 429:
+			default:
+				t.Fatalf("status %d", s)
+			}
+		}
+		return ok
+	}
+	steps := []struct {
+		name    string
+		reload  *RateLimit // nil: none
+		advance time.Duration
+		send    int
+		want    int
+	}{
+		{"burst of 3 spent before the reload", nil, 0, 5, 3},
+		{"same limit reloaded: still spent", limit(1, 3, "client_ip"), 0, 2, 0},
+		{"a second later: one token", nil, time.Second, 2, 1},
+		{"burst raised to 10: no new burst for a drained client", limit(1, 10, "client_ip"), 0, 2, 0},
+		{"refills to the new burst", nil, time.Minute, 12, 10},
+		{"rate raised to 5/s: refills at 5/s", limit(5, 10, "client_ip"), time.Second, 10, 5},
+		{"refill to 10 before lowering", nil, time.Minute, 0, 0},
+		{"burst lowered to 2: capped at once", limit(5, 2, "client_ip"), 0, 5, 2},
+		{"key changed: afresh (full burst)", limit(5, 2, "header:X-Api-Key"), 0, 5, 2},
+	}
+	for _, s := range steps {
+		if s.reload != nil {
+			reload(s.reload)
+		}
+		clk.Add(s.advance)
+		if got := run(s.send); got != s.want {
+			t.Fatalf("%s: %d of %d passed, want %d", s.name, got, s.send, s.want)
+		}
+	}
+}

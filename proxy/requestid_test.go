@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
-	"log/slog"
 	"regexp"
 	"strings"
 	"sync"
@@ -72,10 +71,11 @@ func TestRequestIDInAccessLog(t *testing.T) {
 	r := newRig(t, rigOptions{policy: Policy{RequestID: true,
 		ResponseHeaders: HeaderRules{Set: map[string]string{"X-Request-ID": "{request_id}"}}}})
 	var buf bytes.Buffer
-	r.h.opts.AccessLogger = slog.New(slog.NewJSONHandler(&buf, nil))
+	q := testQueue(t, r, &buf)
 	r.h.SetAccessLog(true)
 	ctx := newCtx()
 	r.get(t, ctx, func(req *fasthttp.Request) { req.Header.Set("x-request-id", "client-chosen") })
+	q.Flush()
 	if ctx.Response.StatusCode() != 200 {
 		t.Fatalf("status %d", ctx.Response.StatusCode())
 	}

@@ -24,7 +24,8 @@ type Route struct {
 	RequestHeaders  HeaderRules
 	ResponseHeaders HeaderRules
 	// RateLimit, when set, answers 429 to keys over their rate. Its
-	// buckets live as long as the routing table (a reload starts afresh).
+	// buckets carry over a reload (HTTP.SetRoutes) to the route of the
+	// same name: see carry.
 	RateLimit *RateLimit
 }
 
@@ -184,4 +185,20 @@ func hostOnly(host []byte) []byte {
 		return host[:i]
 	}
 	return host
+}
+
+// carryLimits gives rt's rate-limited routes the buckets of old's route of
+// the same name (host+path_prefix), as carry decides. rt is not yet in use.
+func (rt *Routes) carryLimits(old *Routes) {
+	byName := make(map[string]*limiter, len(old.routes))
+	for i := range old.routes {
+		if r := &old.routes[i]; r.limit != nil {
+			byName[r.name] = r.limit
+		}
+	}
+	for i := range rt.routes {
+		if r := &rt.routes[i]; r.limit != nil {
+			r.limit = carry(r.limit, byName[r.name])
+		}
+	}
 }

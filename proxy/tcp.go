@@ -20,6 +20,10 @@ type TCPOptions struct {
 	IdleTimeout time.Duration
 	Log         *slog.Logger
 	Metrics     *metrics.Metrics
+	// AccessLog writes one JSON line per connection, when it ends, to
+	// AccessLogQueue (required when AccessLog is on).
+	AccessLog      bool
+	AccessLogQueue *LogQueue
 }
 
 // TCP proxies each accepted connection to a backend of its target and
@@ -28,6 +32,7 @@ type TCP struct {
 	opts   TCPOptions
 	target atomic.Pointer[Target]
 	log    *slog.Logger
+	logOn  atomic.Bool
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -43,8 +48,12 @@ func NewTCP(o TCPOptions, t *Target) *TCP {
 		p.log = slog.Default()
 	}
 	p.target.Store(t)
+	p.logOn.Store(o.AccessLog && o.AccessLogQueue != nil)
 	return p
 }
+
+// SetAccessLog turns the per-connection access log on or off (reload).
+func (p *TCP) SetAccessLog(on bool) { p.logOn.Store(on && p.opts.AccessLogQueue != nil) }
 
 // SetTarget swaps the pool new connections go to (reload).
 func (p *TCP) SetTarget(t *Target) { p.target.Store(t) }
@@ -118,17 +127,91 @@ func (p *TCP) Shutdown(ctx context.Context) {
 	}
 }
 
+// connLog is what a TCP connection's access-log line reports.
+type connLog struct {
+	start    time.Time
+	pool     string
+	ep       *balancer.Endpoint
+	attempts int
+	moved    [2]int64 // client→backend, backend→client
+	flags    uint8
+}
+
+// TCP access-log flags, in the order of tcpFlagNames.
+const (
+	tcpNoBackend = 1 << iota
+	tcpProxyRefused
+	tcpUpstreamFailed
+	tcpIdleTimeout
+	tcpError
+)
+
+var tcpFlagNames = [...]string{"no_backend", "proxy_refused", "upstream_failed", "idle_timeout", "error"}
+
 func (p *TCP) handle(client net.Conn) {
 	defer client.Close()
+	cl := connLog{start: time.Now()}
+	if p.logOn.Load() {
+		defer p.accessLog(client, &cl)
+	}
+	p.serveConn(client, &cl)
+}
+
+// accessLog writes c's line: listener, pool, backend, client, bytes_in
+// (client to backend), bytes_out, duration_ms, attempts, flags.
+func (p *TCP) accessLog(client net.Conn, c *connLog) {
+	q := p.opts.AccessLogQueue
+	l := q.Line()
+	l.head(time.Now(), "connection")
+	l.strs("listener", p.opts.Name)
+	l.strs("pool", c.pool)
+	backend := ""
+	if c.ep != nil {
+		backend = c.ep.Addr
+	}
+	l.strs("backend", backend)
+	l.key("client")
+	l.b = append(l.b, '"')
+	if a, ok := client.RemoteAddr().(*net.TCPAddr); ok {
+		l.b = appendIP(l.b, a.IP)
+	}
+	l.b = append(l.b, '"')
+	l.int("bytes_in", c.moved[0])
+	l.int("bytes_out", c.moved[1])
+	l.ms("duration_ms", time.Since(c.start))
+	l.int("attempts", int64(c.attempts))
+	l.key("flags")
+	l.b = append(l.b, '[')
+	n := 0
+	for i, f := range tcpFlagNames {
+		if c.flags&(1<<i) != 0 {
+			if n > 0 {
+				l.b = append(l.b, ',')
+			}
+			n++
+			l.b = append(l.b, '"')
+			l.b = append(l.b, f...)
+			l.b = append(l.b, '"')
+		}
+	}
+	l.b = append(l.b, ']')
+	l.end()
+	q.Submit(l)
+}
+
+func (p *TCP) serveConn(client net.Conn, cl *connLog) {
+	t := p.target.Load()
+	cl.pool = t.Name
 	if err := proxyHeaderErr(client); err != nil {
 		p.log.Debug("connection refused", "err", err)
+		cl.flags |= tcpProxyRefused
 		return
 	}
 	var early []byte // client bytes read along with its PROXY header
 	if pc, ok := client.(*ppConn); ok {
 		early = pc.takeRest()
 	}
-	t := p.target.Load()
+	fromClient := len(early)
 	cfg := t.cfg.Load()
 	hash := uint64(0)
 	if cfg.HashKind != HashNone {
@@ -137,7 +220,7 @@ func (p *TCP) handle(client net.Conn) {
 		}
 	}
 	var backend net.Conn
-	start := time.Now()
+	start := cl.start
 	o := t.run(cfg, hash, start, attemptReq{idempotent: true, hold: true}, func(ep *balancer.Endpoint) (stage, int) {
 		c, err := upstreamOf(ep).dialTunnel()
 		if err != nil {
@@ -153,8 +236,10 @@ func (p *TCP) handle(client net.Conn) {
 	} else {
 		t.Pool.Traffic.Status(outcomeOf(o.st), o.elapsed)
 	}
+	cl.ep, cl.attempts = o.ep, o.attempts
 	if o.st != stageOK {
 		p.log.Debug("no backend for connection", "pool", t.Name, "client", client.RemoteAddr().String(), "stage", o.st)
+		cl.flags |= tcpNoBackend
 		return
 	}
 	ep := o.ep
@@ -165,6 +250,7 @@ func (p *TCP) handle(client net.Conn) {
 		h, err := proxyHeader(up.cfg.SendProxy, client.RemoteAddr(), client.LocalAddr())
 		if err != nil {
 			p.log.Debug("PROXY header", "pool", t.Name, "err", err)
+			cl.flags |= tcpError
 			return
 		}
 		early = append(h, early...)
@@ -172,11 +258,19 @@ func (p *TCP) handle(client net.Conn) {
 	if len(early) > 0 {
 		if _, err := backend.Write(early); err != nil {
 			ep.Failure()
+			cl.flags |= tcpUpstreamFailed
 			return
 		}
 	}
-	if err := tunnel(client, backend, p.opts.IdleTimeout); err != nil {
+	err := tunnel(client, backend, p.opts.IdleTimeout, &cl.moved)
+	cl.moved[0] += int64(fromClient) // read with the PROXY header, written above
+	if err != nil {
 		p.log.Debug("connection ended", "pool", t.Name, "backend", ep.Addr, "err", err)
+		if errors.Is(err, errIdle) {
+			cl.flags |= tcpIdleTimeout
+		} else {
+			cl.flags |= tcpError
+		}
 	}
 }
 
@@ -194,7 +288,9 @@ var errIdle = errors.New("idle timeout")
 // by a read deadline to record what it read, a timer checks, and before
 // it closes it asks the kernel whether either peer acknowledged bytes
 // since (a copy blocked writing to a slow reader records nothing itself).
-func tunnel(a, b net.Conn, idle time.Duration) error {
+//
+// moved, when not nil, receives the bytes copied a→b ([0]) and b→a ([1]).
+func tunnel(a, b net.Conn, idle time.Duration, moved *[2]int64) error {
 	t := &tunnelState{idle: idle}
 	if idle > 0 {
 		now := time.Now().UnixNano()
@@ -249,6 +345,9 @@ func tunnel(a, b net.Conn, idle time.Duration) error {
 	if err2 := <-errc; err == nil {
 		err = err2
 	}
+	if moved != nil {
+		*moved = t.moved
+	}
 	if t.idled.Load() {
 		return errIdle
 	}
@@ -257,6 +356,7 @@ func tunnel(a, b net.Conn, idle time.Duration) error {
 
 type tunnelState struct {
 	idle  time.Duration
+	moved [2]int64        // bytes copied by each direction, written by its copy
 	last  [2]atomic.Int64 // unix nanoseconds of each direction's last progress
 	idled atomic.Bool
 
@@ -293,7 +393,8 @@ func (t *tunnelState) copy(dir int, dst, src net.Conn) (err error) {
 		return io.CopyBuffer(writerOnly{w}, readerOnly{r}, *bp)
 	}
 	if t.idle <= 0 {
-		_, err := move()
+		n, err := move()
+		t.moved[dir] += n
 		if err == nil {
 			closeWrite(dst)
 		}
@@ -306,6 +407,7 @@ func (t *tunnelState) copy(dir int, dst, src net.Conn) (err error) {
 		// loses nothing: splice has written out what it read.
 		_ = r.SetReadDeadline(time.Now().Add(beat)) // on the socket read, under wrappers
 		n, err := move()
+		t.moved[dir] += n
 		if n > 0 {
 			t.last[dir].Store(time.Now().UnixNano())
 		}

@@ -154,7 +154,7 @@ func (h *HTTP) upgrade(ctx *fasthttp.RequestCtx, t *Target, x *exchange, pol *Po
 				return
 			}
 		}
-		if err := tunnel(client, backend, idle); err != nil {
+		if err := tunnel(client, backend, idle, nil); err != nil {
 			log.Debug("upgraded connection ended", "pool", pool, "backend", addr, "err", err)
 		}
 	})
@@ -271,5 +271,8 @@ func (h *HTTP) Shutdown(ctx context.Context) error {
 	}
 	err := h.srv.ShutdownWithContext(ctx)
 	h.tunnels.drain(ctx)
+	if h.ownQueue {
+		h.opts.AccessLogQueue.Close() // the last lines are written
+	}
 	return err
 }

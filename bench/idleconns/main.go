@@ -6,6 +6,14 @@
 // proxy's go_goroutines and holdfast_listener_idle_connections while the
 // connections idle. One JSON line on stdout; bench/idle.sh runs it per
 // target and round.
+//
+// With -sparse D it measures what a resume costs instead: after opening the
+// N connections, each sends one request every -every (staggered), so
+// every request finds its connection idle for seconds (parked, in
+// holdfast); meanwhile -hot connections send back to back (a request
+// every -hot-every, never idle long enough to park). For D it reports
+// the latency p50/p99 of both kinds and the proxy's CPU per request
+// (utime+stime of PID and its children over the window).
 package main
 
 import (
@@ -18,6 +26,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,11 +56,19 @@ func main() {
 	metrics := flag.String("metrics", "", "URL of the proxy's Prometheus metrics (holdfast), optional")
 	target := flag.String("target", "", "name in the output")
 	warm := flag.Bool("warm", false, "first open and close N connections once (code paged in, pools sized, any post-burst trim done), then measure")
+	sparse := flag.Duration("sparse", 0, "measure resumed vs hot requests for this long instead of memory (0: off)")
+	every := flag.Duration("every", 3*time.Second, "with -sparse: one request per connection this often")
+	hot := flag.Int("hot", 8, "with -sparse: connections sending back to back")
+	hotEvery := flag.Duration("hot-every", 2*time.Millisecond, "with -sparse: a hot connection's request interval")
 	flag.Parse()
 	if *pid == 0 {
 		log.Fatal("-pid is required")
 	}
-	raiseNofile(uint64(*n) + 1024)
+	raiseNofile(uint64(*n+*hot) + 1024)
+	if *sparse > 0 {
+		runSparse(*addr, *target, *pid, *n, *inflight, *hot, *sparse, *every, *hotEvery, *metrics)
+		return
+	}
 
 	var r result
 	r.Target, r.Conns = *target, *n
@@ -206,4 +223,148 @@ func raiseNofile(want uint64) {
 		l.Cur = min(max(want, l.Cur), l.Max)
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
+}
+
+type sparseResult struct {
+	Target          string  `json:"target"`
+	Conns           int     `json:"conns"`
+	EverySeconds    float64 `json:"every_s"`
+	Failed          int     `json:"failed"`
+	Resumed         int     `json:"resumed_requests"`
+	ResumedP50us    float64 `json:"resumed_p50_us"`
+	ResumedP99us    float64 `json:"resumed_p99_us"`
+	Hot             int     `json:"hot_requests"`
+	HotP50us        float64 `json:"hot_p50_us"`
+	HotP99us        float64 `json:"hot_p99_us"`
+	CPUusPerRequest float64 `json:"cpu_us_per_req"`
+	CPUPercent      float64 `json:"cpu_percent"`
+	Goroutines      float64 `json:"goroutines"`
+}
+
+// runSparse is the -sparse mode: n connections resumed every `every`, hot
+// ones alongside, for d.
+func runSparse(addr, target string, pid, n, inflight, hot int, d, every, hotEvery time.Duration, metrics string) {
+	r := sparseResult{Target: target, Conns: n, EverySeconds: every.Seconds()}
+	conns := openAll(addr, n, inflight, &r.Failed)
+	hots := openAll(addr, hot, hot, &r.Failed)
+	var mu sync.Mutex
+	var resumed, hotLat []time.Duration
+	failed := 0
+	t0 := time.Now()
+	cpu0 := cpuTicks(pid)
+	end := t0.Add(d)
+	var wg sync.WaitGroup
+	loop := func(c net.Conn, first, interval time.Duration, into *[]time.Duration) {
+		defer wg.Done()
+		br := bufio.NewReaderSize(c, 512)
+		next := t0.Add(first)
+		for next.Before(end) {
+			time.Sleep(time.Until(next))
+			start := time.Now()
+			err := roundTrip(c, br)
+			lat := time.Since(start)
+			mu.Lock()
+			if err != nil {
+				failed++
+				mu.Unlock()
+				return
+			}
+			*into = append(*into, lat)
+			mu.Unlock()
+			next = next.Add(interval)
+		}
+	}
+	for i, c := range conns {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go loop(c, every*time.Duration(i)/time.Duration(max(n, 1)), every, &resumed)
+	}
+	for _, c := range hots {
+		if c == nil {
+			continue
+		}
+		wg.Add(1)
+		go loop(c, 0, hotEvery, &hotLat)
+	}
+	time.Sleep(d / 2)
+	r.Goroutines = scrape(metrics, "go_goroutines")
+	wg.Wait()
+	wall := time.Since(t0)
+	ticks := cpuTicks(pid) - cpu0
+	r.Failed += failed
+	r.Resumed, r.Hot = len(resumed), len(hotLat)
+	r.ResumedP50us, r.ResumedP99us = pct(resumed, 0.50), pct(resumed, 0.99)
+	r.HotP50us, r.HotP99us = pct(hotLat, 0.50), pct(hotLat, 0.99)
+	cpuSec := float64(ticks) / 100 // USER_HZ
+	if total := r.Resumed + r.Hot; total > 0 {
+		r.CPUusPerRequest = cpuSec * 1e6 / float64(total)
+	}
+	r.CPUPercent = cpuSec / wall.Seconds() * 100
+	for _, c := range append(conns, hots...) {
+		if c != nil {
+			_ = c.Close()
+		}
+	}
+	if err := json.NewEncoder(os.Stdout).Encode(r); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// roundTrip sends one keep-alive GET on c and reads its response.
+func roundTrip(c net.Conn, br *bufio.Reader) error {
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: bench\r\n\r\n"); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		return fmt.Errorf("status %d, close %v", resp.StatusCode, resp.Close)
+	}
+	return nil
+}
+
+func pct(xs []time.Duration, p float64) float64 {
+	if len(xs) == 0 {
+		return -1
+	}
+	slices.Sort(xs)
+	return float64(xs[int(p*float64(len(xs)-1))].Nanoseconds()) / 1000
+}
+
+// cpuTicks is utime+stime (clock ticks) of pid and its direct children.
+func cpuTicks(pid int) int64 {
+	total := procTicks(pid)
+	kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	for _, f := range strings.Fields(string(kids)) {
+		if k, err := strconv.Atoi(f); err == nil {
+			total += procTicks(k)
+		}
+	}
+	return total
+}
+
+func procTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) close with ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + s
 }

@@ -319,13 +319,18 @@ func (s *Server) lookup(q dns.Question) (answer, extra []dns.RR, exists bool) {
 	if q.Qtype != dns.TypeSRV || !s.glue {
 		return answer, nil, exists
 	}
+	// Index the address records once: a 1,000-target answer would
+	// otherwise scan every record per target.
+	addrs := map[string][]dns.RR{}
+	for _, rr := range s.records {
+		if h := rr.Header(); h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA {
+			n := dns.CanonicalName(h.Name)
+			addrs[n] = append(addrs[n], rr)
+		}
+	}
 	for _, a := range answer {
-		target := dns.CanonicalName(a.(*dns.SRV).Target)
-		for _, rr := range s.records {
-			h := rr.Header()
-			if dns.CanonicalName(h.Name) == target && (h.Rrtype == dns.TypeA || h.Rrtype == dns.TypeAAAA) {
-				extra = append(extra, dns.Copy(rr))
-			}
+		for _, rr := range addrs[dns.CanonicalName(a.(*dns.SRV).Target)] {
+			extra = append(extra, dns.Copy(rr))
 		}
 	}
 	return answer, extra, exists
