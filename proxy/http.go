@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -90,6 +91,7 @@ type HTTP struct {
 	tunnels     tunnelSet // upgraded connections (websocket.go)
 	badRequest  prometheus.Counter
 	poller      atomic.Pointer[poller] // parked connections; nil: none
+	h2          *h2Side                // HTTP/2 connections (h2server.go)
 }
 
 // NewHTTP builds an HTTP listener with its routing table.
@@ -153,6 +155,7 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		CloseOnShutdown:              true,
 		Logger:                       discardLogger{},
 	}
+	h.h2 = newH2Side(&h.opts, http.HandlerFunc(h.serveH2))
 	if o.Park > 0 && parkSupported {
 		h.srv.ConnState = h.connState
 		// A worker whose connection was parked does not wait long for
@@ -206,7 +209,12 @@ func (h *HTTP) headerReceived(hdr *fasthttp.RequestHeader) fasthttp.RequestConfi
 // Drain makes every response from now on close its connection, so a
 // keep-alive client moves to a new connection on its next request instead
 // of racing the close of an idle one. Safe to call concurrently.
-func (h *HTTP) Drain() { h.draining.Store(true) }
+// HTTP/2 connections get a GOAWAY: their streams finish, no new one
+// starts.
+func (h *HTTP) Drain() {
+	h.draining.Store(true)
+	h.h2.drain()
+}
 
 // SetPolicy swaps the listener's request rules (reload).
 func (h *HTTP) SetPolicy(p Policy) {
@@ -224,6 +232,7 @@ func (h *HTTP) SetRoutes(rt *Routes) { h.routes.Store(rt) }
 // Serve accepts connections on ln until Shutdown. With Park set, plain
 // TCP keep-alive connections are parked once idle past it.
 func (h *HTTP) Serve(ln net.Listener) error {
+	ln = h.h2Listen(ln) // h2 connections never reach fasthttp, nor parking
 	if h.opts.Park > 0 && parkSupported {
 		var gauge prometheus.Gauge
 		if h.opts.Metrics != nil {
@@ -336,9 +345,15 @@ func (h *HTTP) setRequestID(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) 
 // and the upstream response is read straight into ctx.Response.
 func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	var x exchange
-	h.handle(ctx, &x)
+	h.serveExchange(ctx, &x)
+}
+
+// serveExchange is serve with the exchange kept by the caller (the h2
+// side reads how the request ended).
+func (h *HTTP) serveExchange(ctx *fasthttp.RequestCtx, x *exchange) {
+	h.handle(ctx, x)
 	if !x.ruled {
-		h.responseRules(ctx, &x)
+		h.responseRules(ctx, x)
 	}
 	if x.closeAll || h.draining.Load() {
 		ctx.SetConnectionClose()
@@ -354,7 +369,7 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 		rs.Duration.Observe(x.out.elapsed.Seconds())
 	}
 	if h.accessLogOn.Load() {
-		h.accessLog(ctx, &x)
+		h.accessLog(ctx, x)
 	}
 }
 
@@ -601,7 +616,7 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 	h.opts.AccessLogger.Info("request",
 		"listener", h.opts.Name, "route", x.route.name, "pool", x.route.poolName(), "backend", backend,
 		"method", string(ctx.Method()), "host", string(ctx.Request.Header.Host()), "path", string(ctx.Request.Header.RequestURI()),
-		"proto", string(ctx.Request.Header.Protocol()), "status", x.status,
+		"proto", string(requestProto(ctx)), "status", x.status,
 		"bytes_in", ctx.Request.Header.ContentLength(), "bytes_out", ctx.Response.Header.ContentLength(),
 		"client", ctx.RemoteIP().String(), "request_id", string(x.requestID()), "tls", tlsv, "user_agent", string(ctx.UserAgent()),
 		"attempts", x.out.attempts, "retry_reasons", reasons, "flags", flags,
@@ -885,7 +900,7 @@ func (h *HTTP) combinedLog(ctx *fasthttp.RequestCtx, x *exchange) {
 	b = append(b, ' ')
 	b = appendLogQuoted(b, ctx.Request.Header.RequestURI())
 	b = append(b, ' ')
-	b = appendLogQuoted(b, ctx.Request.Header.Protocol())
+	b = appendLogQuoted(b, requestProto(ctx))
 	b = append(b, "\" "...)
 	b = strconv.AppendInt(b, int64(x.status), 10)
 	b = append(b, ' ')
@@ -917,4 +932,14 @@ func appendLogQuoted(b, v []byte) []byte {
 		b = append(b, c)
 	}
 	return b
+}
+
+var strHTTP2 = []byte("HTTP/2.0")
+
+// requestProto is the protocol the client spoke, for the access log.
+func requestProto(ctx *fasthttp.RequestCtx) []byte {
+	if h2ConnOf(ctx.Conn()) != nil {
+		return strHTTP2
+	}
+	return ctx.Request.Header.Protocol()
 }

@@ -269,7 +269,9 @@ func (h *HTTP) Shutdown(ctx context.Context) error {
 	if p := h.poller.Load(); p != nil {
 		p.Close() // parked connections: the end of the drain
 	}
+	h.h2.drain()
 	err := h.srv.ShutdownWithContext(ctx)
 	h.tunnels.drain(ctx)
+	h.h2.shutdown(ctx)
 	return err
 }
