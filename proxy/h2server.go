@@ -4,11 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/net/http2"
 )
 
@@ -24,8 +27,40 @@ import (
 // whose handlers have not finished: the rapid-reset defence).
 const h2MaxStreams = 250
 
-// h2ConnKey carries the client connection into each stream's context.
+// h2ConnKey carries the client connection's h2ConnState into each
+// stream's context.
 type h2ConnKey struct{}
+
+// A connection whose client reset at least resetFloor streams before
+// their answer, and more than half of all its streams, is closed: the
+// rapid-reset attack (CVE-2023-44487) where the handlers are quick. When
+// they are slow, x/net/http2's own bound applies (at most h2MaxStreams
+// handlers, and ENHANCE_YOUR_CALM past 4× that waiting).
+const resetFloor = 200
+
+// h2ConnState is one client connection as its streams see it.
+type h2ConnState struct {
+	c               net.Conn
+	streams, resets atomic.Int64
+	cut             atomic.Bool
+	side            *h2Side
+}
+
+// ended counts a stream that ended, reset by the client or not, and
+// closes the connection of a client that resets too many.
+func (st *h2ConnState) ended(reset bool) {
+	n := st.streams.Add(1)
+	if !reset {
+		return
+	}
+	if r := st.resets.Add(1); r >= resetFloor && 2*r > n && st.cut.CompareAndSwap(false, true) {
+		st.side.log.Warn("h2 client closed: too many streams reset before their answer", "client", st.c.RemoteAddr().String(), "resets", r, "streams", n)
+		if st.side.rejected != nil {
+			st.side.rejected.Inc()
+		}
+		_ = st.c.Close()
+	}
+}
 
 // h2Side is a listener's HTTP/2 server and the connections it serves.
 type h2Side struct {
@@ -35,10 +70,15 @@ type h2Side struct {
 	conns map[net.Conn]struct{}
 	idle  chan struct{} // closed and replaced when the last connection ends
 	gone  bool          // Shutdown began: no new connection
+	log      *slog.Logger
+	rejected prometheus.Counter // clients cut off for resets
 }
 
-func newH2Side(o *HTTPOptions, h http.Handler) *h2Side {
-	s := &h2Side{conns: map[net.Conn]struct{}{}, idle: make(chan struct{})}
+func newH2Side(o *HTTPOptions, h http.Handler, lg *slog.Logger) *h2Side {
+	s := &h2Side{conns: map[net.Conn]struct{}{}, idle: make(chan struct{}), log: lg}
+	if o.Metrics != nil {
+		s.rejected = o.Metrics.ListenerRejected.WithLabelValues(o.Name, "h2_rapid_reset")
+	}
 	maxHdr := o.MaxHeaderBytes
 	if maxHdr <= 0 {
 		maxHdr = 8 << 10
@@ -96,7 +136,7 @@ func (s *h2Side) serve(c net.Conn, sawPreface bool) {
 		_ = c.Close()
 	}()
 	s.srv.ServeConn(c, &http2.ServeConnOpts{
-		Context:          context.WithValue(context.Background(), h2ConnKey{}, c),
+		Context:          context.WithValue(context.Background(), h2ConnKey{}, &h2ConnState{c: c, side: s}),
 		BaseConfig:       s.base,
 		Handler:          s.base.Handler,
 		SawClientPreface: sawPreface,

@@ -122,8 +122,9 @@ func (h *HTTP) serveH2(w http.ResponseWriter, r *http.Request) {
 	s := h2Streams.Get().(*h2Stream)
 	defer h2Streams.Put(s)
 	s.conn = h2Conn{rc: http.NewResponseController(w), r: r, laddr: zeroAddr, raddr: zeroAddr}
-	if c, ok := r.Context().Value(h2ConnKey{}).(net.Conn); ok {
-		s.conn.laddr, s.conn.raddr = c.LocalAddr(), c.RemoteAddr()
+	if st, ok := r.Context().Value(h2ConnKey{}).(*h2ConnState); ok {
+		s.conn.laddr, s.conn.raddr = st.c.LocalAddr(), st.c.RemoteAddr()
+		defer func() { st.ended(r.Context().Err() != nil) }()
 	}
 	var conn net.Conn = &s.conn
 	if r.TLS != nil {

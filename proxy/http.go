@@ -155,7 +155,7 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		CloseOnShutdown:              true,
 		Logger:                       discardLogger{},
 	}
-	h.h2 = newH2Side(&h.opts, http.HandlerFunc(h.serveH2))
+	h.h2 = newH2Side(&h.opts, http.HandlerFunc(h.serveH2), h.log)
 	if o.Park > 0 && parkSupported {
 		h.srv.ConnState = h.connState
 		// A worker whose connection was parked does not wait long for
