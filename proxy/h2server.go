@@ -64,12 +64,12 @@ func (st *h2ConnState) ended(reset bool) {
 
 // h2Side is a listener's HTTP/2 server and the connections it serves.
 type h2Side struct {
-	base  *http.Server  // holds the limits; its Shutdown sends GOAWAY
-	srv   *http2.Server // serves the connections
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	idle  chan struct{} // closed and replaced when the last connection ends
-	gone  bool          // Shutdown began: no new connection
+	base     *http.Server  // holds the limits; its Shutdown sends GOAWAY
+	srv      *http2.Server // serves the connections
+	mu       sync.Mutex
+	conns    map[net.Conn]struct{}
+	idle     chan struct{} // closed and replaced when the last connection ends
+	gone     bool          // Shutdown began: no new connection
 	log      *slog.Logger
 	rejected prometheus.Counter // clients cut off for resets
 }
