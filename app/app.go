@@ -271,13 +271,14 @@ func (a *App) apply(cfg *config.Config, first bool) error {
 		o := newOpts[p.Name]
 		if rt, ok := a.pools[p.Name]; ok {
 			rt.pool.Update(o)
-			rt.target.SetConfig(targetConfig(&p))
-			rt.tls.Set(newTLS[p.Name]) // new connections: re-read certificates
 			if upstreamConfig(&p) != upstreamConfig(&rt.cfg) {
 				// Each backend's client is built once, with its endpoint.
-				a.log.Warn("pool limits, timeouts and send_proxy_protocol keep their old values until restart", "pool", p.Name)
+				a.log.Warn("pool limits, timeouts, protocol and send_proxy_protocol keep their old values until restart", "pool", p.Name)
 				p.Limits, p.Timeouts, p.SendProxyProtocol = rt.cfg.Limits, rt.cfg.Timeouts, rt.cfg.SendProxyProtocol
+				p.Protocol = rt.cfg.Protocol
 			}
+			rt.target.SetConfig(targetConfig(&p))
+			rt.tls.Set(newTLS[p.Name]) // new connections: re-read certificates
 			rt.cfg = p
 			continue
 		}

@@ -226,7 +226,12 @@ func (h *HTTP) writeH2(w http.ResponseWriter, s *h2Stream, resp *fasthttp.Respon
 	}
 	w.WriteHeader(status)
 	rc := &s.conn
-	_ = rc.rc.Flush()
+	if _, done := wh["Grpc-Status"]; !done {
+		// The head goes at once (a client may wait for it before it
+		// sends); a gRPC trailers-only answer must stay one HEADERS
+		// frame that ends the stream.
+		_ = rc.rc.Flush()
+	}
 	for {
 		n, err := bs.Read(s.buf[:])
 		if n > 0 {
