@@ -95,8 +95,10 @@ func newH2Side(o *HTTPOptions, h http.Handler, lg *slog.Logger) *h2Side {
 		// upload held at once, whatever the client sends.
 		MaxUploadBufferPerStream:     1 << 20,
 		MaxUploadBufferPerConnection: 4 << 20,
-		MaxReadFrameSize:             1 << 20,
-		IdleTimeout:                  o.IdleTimeout,
+		// Frames of at most 16 KiB, the protocol's default (x/net would
+		// offer 1 MiB): what clients and conformance suites expect.
+		MaxReadFrameSize: 16 << 10,
+		IdleTimeout:      o.IdleTimeout,
 		// A write to the client that makes no progress this long ends the
 		// connection (write_timeout as a bound on silence, as HTTP/1.1).
 		WriteByteTimeout: o.WriteTimeout,
