@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -190,5 +191,52 @@ func TestH2ContinuationFloodCutOff(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("connection still open after %d bytes of CONTINUATION", total)
 	}
+	servedMeanwhile(t, a)
+}
+
+// TestH2PingFloodCutOff: a client that sends PINGs and never reads the
+// acks (CVE-2019-9512) is cut off once x/net has 10,000 control frames
+// queued for it; others are served.
+func TestH2PingFloodCutOff(t *testing.T) {
+	a, _ := floodApp(t)
+	c, err := net.DialTimeout("tcp", a.ListenerAddr("web").String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.(*net.TCPConn).SetReadBuffer(4096) // the acks pile up on holdfast's side
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, nil)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// PING frames written 1,024 at a time.
+	var batch bytes.Buffer
+	pf := http2.NewFramer(&batch, nil)
+	for range 1024 {
+		_ = pf.WritePing(false, [8]byte{})
+	}
+	sent, cut := 0, false
+	deadline := time.Now().Add(20 * time.Second)
+	for sent < 2_000_000 && time.Now().Before(deadline) {
+		_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(batch.Bytes()); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("holdfast stopped reading after %d PINGs but kept the connection", sent)
+			}
+			cut = true
+			break
+		}
+		sent += 1024
+		if sent == 20*1024 {
+			servedMeanwhile(t, a)
+		}
+	}
+	if !cut {
+		t.Fatalf("still connected after %d unread PINGs", sent)
+	}
+	t.Logf("cut off after %d PINGs", sent)
 	servedMeanwhile(t, a)
 }
