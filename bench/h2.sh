@@ -10,7 +10,7 @@
 # Runs on its own (./bench/h2.sh) or from the end of bench/run.sh, as a
 # child process with the same OUT (H2=0 skips it there).
 # Environment (defaults in brackets):
-#   ROUNDS [3] H2_DURATION [5s] H2_CONNS [16] H2_STREAMS [10] (streams per connection)
+#   ROUNDS [3] H2_DURATION [5s] H2_CONNS [16] H2_STREAMS [4] (streams per connection: 64 in flight, as the HTTP/1.1 rows)
 #   H2_TARGETS ["holdfast haproxy nginx"]
 #   PROXY_CPU [0] WRK_CPU [1] HOLDFAST_BIN [bin/holdfast] OUT [bench/out/<UTC>]
 set -euo pipefail
@@ -20,7 +20,7 @@ cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 H2_DURATION=${H2_DURATION:-5s}
 H2_CONNS=${H2_CONNS:-16}
-H2_STREAMS=${H2_STREAMS:-10}
+H2_STREAMS=${H2_STREAMS:-4}
 H2_TARGETS=${H2_TARGETS:-holdfast haproxy nginx}
 PROXY_CPU=${PROXY_CPU:-0}
 WRK_CPU=${WRK_CPU:-1}
