@@ -5,7 +5,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN       := bin/holdfast
 
-.PHONY: all build run test deps bench bench-idle bench-mem bench-sparse conformance soak docker fuzz lint deploy-check clean
+.PHONY: all build run test deps bench bench-idle bench-mem bench-sparse conformance h2spec soak docker fuzz lint deploy-check clean
 
 all: build
 
@@ -16,7 +16,7 @@ build:
 run: build
 	$(BIN) demo
 
-## deps: Debian packages the tests and the bench use (dnsmasq, keepalived, haproxy, nginx, wrk, chromium)
+## deps: Debian packages the tests and the bench use (dnsmasq, keepalived, haproxy, nginx, wrk, curl, h2load, chromium, etcd)
 deps:
 	./scripts/deps.sh
 
@@ -40,6 +40,11 @@ conformance: deps
 	@cat bin/conformance.txt
 	@echo "(details: bin/conformance.log)"
 	@awk 'NR > 1 && $$2 == "FAIL" { f = 1 } END { exit f }' bin/conformance.txt
+
+## h2spec: the HTTP/2 conformance suite (summerwind/h2spec, installed from the Go module
+## proxy into bin/, never committed) against an h2c and a TLS listener of the built binary
+h2spec: build
+	./scripts/h2spec.sh
 
 bench: build deps
 	./bench/run.sh

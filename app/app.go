@@ -363,13 +363,14 @@ func (a *App) commit(cfg *config.Config, pl Plan, st *staged) {
 			continue // not running (cannot happen: a.cfg and a.pools move together)
 		}
 		rt.pool.Update(st.opts[name])
-		rt.target.SetConfig(targetConfig(&p))
-		rt.tls.Set(st.tls[name]) // new connections: re-read certificates
 		if upstreamConfig(&p) != upstreamConfig(&rt.cfg) {
 			// Each backend's client is built once, with its endpoint.
-			a.log.Warn("pool limits, timeouts and send_proxy_protocol keep their old values until restart", "pool", p.Name)
+			a.log.Warn("pool limits, timeouts, protocol and send_proxy_protocol keep their old values until restart", "pool", p.Name)
 			p.Limits, p.Timeouts, p.SendProxyProtocol = rt.cfg.Limits, rt.cfg.Timeouts, rt.cfg.SendProxyProtocol
+			p.Protocol = rt.cfg.Protocol
 		}
+		rt.target.SetConfig(targetConfig(&p))
+		rt.tls.Set(st.tls[name]) // new connections: re-read certificates
 		rt.cfg = p
 	}
 	for name, rt := range st.started {

@@ -53,6 +53,13 @@ func poolOptions(c *config.Config, p *config.Pool, obs *balancer.DiscoveryState,
 		}
 		o.Prober = &health.Prober{Checker: health.NewHTTPCheck(hc),
 			Interval: p.Health.Interval.D(), Timeout: p.Health.Timeout.D(), Jitter: 0.1}
+	case "grpc":
+		gc := health.GRPCCheck{Service: p.Health.Service, Port: p.Health.Port}
+		if p.Protocol == "h2" {
+			gc.TLS = tlsCfg
+		}
+		o.Prober = &health.Prober{Checker: health.NewGRPCCheck(gc),
+			Interval: p.Health.Interval.D(), Timeout: p.Health.Timeout.D(), Jitter: 0.1}
 	case "tcp":
 		o.Prober = &health.Prober{Checker: health.NewTCPCheck(p.Health.Port),
 			Interval: p.Health.Interval.D(), Timeout: p.Health.Timeout.D(), Jitter: 0.1}
@@ -133,13 +140,15 @@ func upstreamConfig(p *config.Pool) proxy.UpstreamConfig {
 		ResponseTimeout: p.Timeouts.Response.D(),
 		IdleTimeout:     p.Timeouts.Idle.D(),
 		SendProxy:       p.SendProxyProtocol,
+		Protocol:        p.Protocol,
 	}
 }
 
 func targetConfig(p *config.Pool) *proxy.TargetConfig {
 	tc := &proxy.TargetConfig{Retry: proxy.RetryPolicy{Attempts: p.Retries.Attempts, Budget: float64(p.Retries.Budget),
 		PerTryTimeout: p.Retries.PerTryTimeout.D()},
-		BufferBody: int(p.Retries.BufferBody)}
+		BufferBody: int(p.Retries.BufferBody),
+		H2:         p.Protocol == "h2" || p.Protocol == "h2c"}
 	for _, on := range p.Retries.On {
 		switch on {
 		case "connect_failure":

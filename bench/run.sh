@@ -20,6 +20,7 @@
 #   RT [0]                1: proxy, wrk and backend run SCHED_FIFO (chrt; root) so a busy shared
 #                         machine cannot preempt them; see bench/README.md
 #   TCP [1]               then the L4 row, bench/tcp.sh (its knobs: TCP_DURATION, TCP_CONNS, TCP_TARGETS)
+#   H2 [1]                then the HTTP/2 rows, bench/h2.sh (its knobs: H2_DURATION, H2_CONNS, H2_STREAMS, H2_TARGETS)
 #
 # Adding a target: write start_<name> (sets TARGET_PID and TARGET_URL; the
 # process must be started through `spawn` so it is pinned and cleaned up) and
@@ -433,6 +434,11 @@ main() {
 		echo
 		OUT=$OUT ROUNDS=$ROUNDS PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU HOLDFAST_BIN=$HOLDFAST_BIN \
 			"$ROOT/bench/tcp.sh" || log "TCP row FAILED"
+	fi
+	if [ "${H2:-1}" = 1 ]; then # the HTTP/2 rows: h2load against holdfast, HAProxy and nginx
+		echo
+		OUT=$OUT ROUNDS=$ROUNDS PROXY_CPU=$PROXY_CPU WRK_CPU=$WRK_CPU HOLDFAST_BIN=$HOLDFAST_BIN \
+			"$ROOT/bench/h2.sh" || log "HTTP/2 rows FAILED"
 	fi
 	echo "loadavg at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 	ln -sfn "$(basename "$OUT")" "$(dirname "$OUT")/latest" 2>/dev/null || true

@@ -108,9 +108,12 @@ type ListenerTimeouts struct {
 
 // Pool is a set of backends and how to spread traffic over them.
 type Pool struct {
-	Name              string        `yaml:"name"`
-	Balance           string        `yaml:"balance"`
-	HashKey           string        `yaml:"hash_key"`
+	Name    string `yaml:"name"`
+	Balance string `yaml:"balance"`
+	HashKey string `yaml:"hash_key"`
+	// Protocol is how requests reach the backends: http1, h2 (over the
+	// pool's tls, ALPN h2) or h2c (HTTP/2 with prior knowledge).
+	Protocol          string        `yaml:"protocol"`
 	Backends          []BackendSpec `yaml:"backends"`
 	Discovery         *Discovery    `yaml:"discovery"`
 	Health            Health        `yaml:"health"`
@@ -169,12 +172,15 @@ type Health struct {
 	Port         int    `yaml:"port"`
 	ExpectStatus string `yaml:"expect_status"`
 	// ExpectBody is a substring the check's body must contain.
-	ExpectBody string   `yaml:"expect_body"`
-	Interval   Duration `yaml:"interval"`
-	Timeout    Duration `yaml:"timeout"`
-	Rise       int      `yaml:"rise"`
-	Fall       int      `yaml:"fall"`
-	Flap       Flap     `yaml:"flap"`
+	ExpectBody string `yaml:"expect_body"`
+	// Service is the service name a grpc check asks grpc.health.v1
+	// about; empty: the server as a whole.
+	Service  string   `yaml:"service"`
+	Interval Duration `yaml:"interval"`
+	Timeout  Duration `yaml:"timeout"`
+	Rise     int      `yaml:"rise"`
+	Fall     int      `yaml:"fall"`
+	Flap     Flap     `yaml:"flap"`
 }
 
 // Flap holds down a backend that crosses healthy/unhealthy too often.

@@ -104,6 +104,7 @@ func applyDefaults(c *Config, w *walker) {
 			setPct(w, dp+".max_shrink", &d.MaxShrink, 0.5)
 			setInt(w, dp+".confirm", &d.Confirm, 3)
 		}
+		setStr(w, p+".protocol", &pl.Protocol, "http1")
 		h := &pl.Health
 		hp := p + ".health"
 		// A tcp listener's backends need not speak HTTP at all.

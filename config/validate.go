@@ -339,15 +339,24 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 				w.errorf(hp+".headers", "bad header %q", k)
 			}
 		}
+	case "grpc":
+		switch {
+		case pl.Protocol != "h2" && pl.Protocol != "h2c":
+			w.errorf(hp+".type", "grpc checks need the pool's protocol: h2 or h2c")
+		case h.Host != "", len(h.Headers) > 0, h.ExpectBody != "":
+			w.errorf(hp, "host, headers and expect_body apply to type http only")
+		}
 	case "tcp", "none":
 		switch {
+		case h.Service != "":
+			w.errorf(hp+".service", "applies to type grpc only")
 		case h.Host != "", len(h.Headers) > 0, h.ExpectBody != "":
 			w.errorf(hp, "host, headers and expect_body apply to type http only")
 		case h.TLS && h.Type == "tcp":
 			w.errorf(hp+".tls", "applies to type http only")
 		}
 	default:
-		w.errorf(hp+".type", "unknown health type %q (want http, tcp or none)", h.Type)
+		w.errorf(hp+".type", "unknown health type %q (want http, tcp, grpc or none)", h.Type)
 	}
 	if h.Port < 0 || h.Port > 65535 {
 		w.errorf(hp+".port", "out of range (want 0..65535, 0: the backend's port)")
@@ -385,6 +394,22 @@ func validatePool(c *Config, w *walker, p string, pl *Pool, resolvers map[string
 		// clients, so one PROXY header cannot name the client; holdfast
 		// passes it in X-Forwarded-For instead.
 		w.errorf(p+".send_proxy_protocol", "applies to pools behind tcp listeners only; http listeners pass the client address in X-Forwarded-For")
+	}
+	switch pl.Protocol {
+	case "http1":
+	case "h2":
+		if !pl.TLS.Enabled {
+			w.errorf(p+".protocol", "h2 goes over TLS: set tls.enabled, or use h2c for HTTP/2 without TLS")
+		}
+	case "h2c":
+		if pl.TLS.Enabled {
+			w.errorf(p+".protocol", "h2c is HTTP/2 without TLS: use h2 with tls.enabled")
+		}
+	default:
+		w.errorf(p+".protocol", "unknown protocol %q (want http1, h2 or h2c)", pl.Protocol)
+	}
+	if pl.Protocol != "http1" && pl.Protocol != "" && !usedByHTTP(c, pl.Name) && usedOnlyByTCP(c, pl.Name) {
+		w.errorf(p+".protocol", "applies to pools behind http listeners; tcp listeners copy bytes")
 	}
 	switch pl.SendProxyProtocol {
 	case "", "v1", "v2":

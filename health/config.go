@@ -36,6 +36,8 @@ func CheckerFrom(h config.Health, host string) (Checker, error) {
 		return NewHTTPChecker(h.Path, expect, host), nil
 	case "tcp":
 		return NewTCPChecker(), nil
+	case "grpc":
+		return NewGRPCCheck(GRPCCheck{Service: h.Service, Port: h.Port}), nil
 	case "none":
 		return nil, nil
 	}

@@ -32,7 +32,8 @@ func TestCheckerFrom(t *testing.T) {
 		{name: "http bad status", h: config.Health{Type: "http", Path: "/", ExpectStatus: "2xx"}, wantErr: true},
 		{name: "tcp", h: config.Health{Type: "tcp"}, want: "*health.TCPChecker"},
 		{name: "none", h: config.Health{Type: "none"}},
-		{name: "unknown", h: config.Health{Type: "grpc"}, wantErr: true},
+		{name: "grpc", h: config.Health{Type: "grpc", Service: "svc"}, want: "*health.GRPCChecker"},
+		{name: "unknown", h: config.Health{Type: "udp"}, wantErr: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -95,6 +96,7 @@ type HTTP struct {
 	badRequest  prometheus.Counter
 	poller      atomic.Pointer[poller] // parked connections; nil: none
 	ownQueue    bool                   // AccessLogQueue was made here: Shutdown closes it
+	h2          *h2Side                // HTTP/2 connections (h2server.go)
 }
 
 // NewHTTP builds an HTTP listener with its routing table.
@@ -156,6 +158,7 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 		CloseOnShutdown:              true,
 		Logger:                       discardLogger{},
 	}
+	h.h2 = newH2Side(&h.opts, http.HandlerFunc(h.serveH2), h.log)
 	if o.TrackIdle || (o.Park > 0 && parkSupported) {
 		h.srv.ConnState = h.connState
 	}
@@ -241,7 +244,12 @@ func (h *HTTP) headerReceived(hdr *fasthttp.RequestHeader) fasthttp.RequestConfi
 // Drain makes every response from now on close its connection, so a
 // keep-alive client moves to a new connection on its next request instead
 // of racing the close of an idle one. Safe to call concurrently.
-func (h *HTTP) Drain() { h.draining.Store(true) }
+// HTTP/2 connections get a GOAWAY: their streams finish, no new one
+// starts.
+func (h *HTTP) Drain() {
+	h.draining.Store(true)
+	h.h2.drain()
+}
 
 // SetPolicy swaps the listener's request rules (reload).
 func (h *HTTP) SetPolicy(p Policy) {
@@ -266,6 +274,7 @@ func (h *HTTP) SetRoutes(rt *Routes) {
 // Serve accepts connections on ln until Shutdown. With Park set, plain
 // TCP keep-alive connections are parked once idle past it.
 func (h *HTTP) Serve(ln net.Listener) error {
+	ln = h.h2Listen(ln) // h2 connections never reach fasthttp, nor parking
 	if h.opts.Park > 0 && parkSupported {
 		var gauge prometheus.Gauge
 		if h.opts.Metrics != nil {
@@ -378,9 +387,15 @@ func (h *HTTP) setRequestID(ctx *fasthttp.RequestCtx, x *exchange, pol *Policy) 
 // and the upstream response is read straight into ctx.Response.
 func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 	var x exchange
-	h.handle(ctx, &x)
+	h.serveExchange(ctx, &x)
+}
+
+// serveExchange is serve with the exchange kept by the caller (the h2
+// side reads how the request ended).
+func (h *HTTP) serveExchange(ctx *fasthttp.RequestCtx, x *exchange) {
+	h.handle(ctx, x)
 	if !x.ruled {
-		h.responseRules(ctx, &x)
+		h.responseRules(ctx, x)
 	}
 	if x.closeAll || h.draining.Load() || (h.addrLost.Load() && endKeepAlive(ctx.Conn())) {
 		ctx.SetConnectionClose()
@@ -396,10 +411,10 @@ func (h *HTTP) serve(ctx *fasthttp.RequestCtx) {
 		rs.Duration.Observe(x.out.elapsed.Seconds())
 	}
 	if t := x.route.target; t != nil {
-		t.Pool.Traffic.Status(answerOutcome(&x), x.out.elapsed)
+		t.Pool.Traffic.Status(answerOutcome(x), x.out.elapsed)
 	}
 	if h.accessLogOn.Load() {
-		h.accessLog(ctx, &x)
+		h.accessLog(ctx, x)
 	}
 }
 
@@ -630,7 +645,7 @@ func (h *HTTP) accessLog(ctx *fasthttp.RequestCtx, x *exchange) {
 	l.str("method", ctx.Method())
 	l.str("host", ctx.Request.Header.Host())
 	l.str("path", ctx.Request.Header.RequestURI())
-	l.str("proto", ctx.Request.Header.Protocol())
+	l.str("proto", requestProto(ctx))
 	l.int("status", int64(x.status))
 	l.int("bytes_in", int64(ctx.Request.Header.ContentLength()))
 	l.int("bytes_out", int64(ctx.Response.Header.ContentLength()))
@@ -967,7 +982,7 @@ func (h *HTTP) combinedLog(l *logBuf, ctx *fasthttp.RequestCtx, x *exchange) {
 	b = append(b, ' ')
 	b = appendLogQuoted(b, ctx.Request.Header.RequestURI())
 	b = append(b, ' ')
-	b = appendLogQuoted(b, ctx.Request.Header.Protocol())
+	b = appendLogQuoted(b, requestProto(ctx))
 	b = append(b, "\" "...)
 	b = strconv.AppendInt(b, int64(x.status), 10)
 	b = append(b, ' ')
@@ -1017,4 +1032,14 @@ func answerOutcome(x *exchange) balancer.Outcome {
 		return outcomeOf(x.out.st)
 	}
 	return balancer.Outcome(metrics.ClassIndex(x.status))
+}
+
+var strHTTP2 = []byte("HTTP/2.0")
+
+// requestProto is the protocol the client spoke, for the access log.
+func requestProto(ctx *fasthttp.RequestCtx) []byte {
+	if h2ConnOf(ctx.Conn()) != nil {
+		return strHTTP2
+	}
+	return ctx.Request.Header.Protocol()
 }

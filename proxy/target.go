@@ -59,6 +59,9 @@ type TargetConfig struct {
 	HashName string
 	// BufferBody is how much of a request body is kept for a retry.
 	BufferBody int
+	// H2 is set when the pool reaches its backends over HTTP/2 (protocol
+	// h2 or h2c): gRPC calls may go there.
+	H2 bool
 }
 
 // Target is a pool as the data path sees it: its balancer, retry budget and

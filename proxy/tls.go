@@ -104,8 +104,9 @@ func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 // NewTLSListener terminates TLS on ln with the certificates in certs.
 func NewTLSListener(ln net.Listener, certs *Certs) net.Listener {
 	cfg := &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{"http/1.1"},
+		MinVersion: tls.VersionTLS12,
+		// h2 first: a client offering both gets HTTP/2 (h2server.go).
+		NextProtos:     []string{"h2", "http/1.1"},
 		GetCertificate: certs.GetCertificate,
 	}
 	return tls.NewListener(ln, cfg)

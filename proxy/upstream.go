@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
 	"golang.org/x/sys/unix"
 
 	"github.com/holdfast-lb/holdfast/balancer"
@@ -42,6 +43,9 @@ type UpstreamConfig struct {
 	TLS *UpstreamTLS
 	// Log receives handshake failures; nil: slog.Default().
 	Log *slog.Logger
+	// Protocol is how requests reach the backend: "" or "http" for
+	// HTTP/1.1, "h2" (over TLS, by ALPN) or "h2c" (prior knowledge).
+	Protocol string
 }
 
 // UpstreamTLS is a pool's client TLS settings, shared by the clients of
@@ -94,6 +98,7 @@ type Upstream struct {
 	// sessions resumes TLS sessions with this backend.
 	sessions tls.ClientSessionCache
 	log      *slog.Logger
+	h2       *h2Upstream // protocol h2 or h2c; nil: HTTP/1.1
 }
 
 var _ balancer.Upstream = (*Upstream)(nil)
@@ -118,6 +123,9 @@ func NewUpstream(ep *balancer.Endpoint, cfg UpstreamConfig) *Upstream {
 	if cfg.MaxConns > 0 {
 		u.slots = make(chan struct{}, cfg.MaxConns)
 	}
+	if cfg.Protocol == "h2" || cfg.Protocol == "h2c" {
+		u.h2 = newH2Upstream(u, cfg.Protocol == "h2")
+	}
 	u.hc = &fasthttp.HostClient{
 		Addr:                          ep.Addr,
 		MaxConns:                      cfg.MaxConns,
@@ -139,7 +147,12 @@ func NewUpstream(ep *balancer.Endpoint, cfg UpstreamConfig) *Upstream {
 }
 
 // Close closes the idle connections; the ones in use close as they finish.
-func (u *Upstream) Close() { u.hc.CloseIdleConnections() }
+func (u *Upstream) Close() {
+	u.hc.CloseIdleConnections()
+	if u.h2 != nil {
+		u.h2.close()
+	}
+}
 
 // Conns is the number of open connections to the backend.
 func (u *Upstream) Conns() int { return u.hc.ConnsCount() }
@@ -368,12 +381,20 @@ func (u *Upstream) handshake(c net.Conn, base *tls.Config, addr string, timeout 
 		}
 	}
 	cfg.ClientSessionCache = u.sessions
+	if u.h2 != nil {
+		cfg.NextProtos = []string{http2.NextProtoTLS}
+	}
 	tc := tls.Client(c, cfg)
 	if timeout > 0 {
 		_ = c.SetDeadline(time.Now().Add(timeout))
 	}
 	if err := tc.Handshake(); err != nil {
 		u.log.Warn("upstream tls handshake failed", "pool", u.ep.Pool, "backend", u.ep.Addr, "server_name", cfg.ServerName, "err", err)
+		return nil, &TLSError{Backend: u.ep.Addr, Err: err}
+	}
+	if u.h2 != nil && tc.ConnectionState().NegotiatedProtocol != http2.NextProtoTLS {
+		err := errors.New("the backend did not negotiate h2 by ALPN")
+		u.log.Warn("upstream tls handshake failed", "pool", u.ep.Pool, "backend", u.ep.Addr, "err", err)
 		return nil, &TLSError{Backend: u.ep.Addr, Err: err}
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -413,6 +434,9 @@ func newConnOps[C interface{ Conn() net.Conn }](acq func(*fasthttp.HostClient, t
 // perTry, when set, bounds the attempt until its response head (and a
 // body read whole): running past it is stageTryTimeout.
 func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, ar *attemptReq, client net.Conn, writeIdle, perTry time.Duration) error {
+	if u.h2 != nil {
+		return u.h2.roundTrip(req, resp, ar, client, perTry)
+	}
 	hc := u.hc
 	body, idempotent := ar.body, ar.idempotent
 	for tries := 0; ; tries++ {

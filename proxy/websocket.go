@@ -269,8 +269,10 @@ func (h *HTTP) Shutdown(ctx context.Context) error {
 	if p := h.poller.Load(); p != nil {
 		p.Close() // parked connections: the end of the drain
 	}
+	h.h2.drain()
 	err := h.srv.ShutdownWithContext(ctx)
 	h.tunnels.drain(ctx)
+	h.h2.shutdown(ctx)
 	if h.ownQueue {
 		h.opts.AccessLogQueue.Close() // the last lines are written
 	}

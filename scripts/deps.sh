@@ -3,7 +3,7 @@
 # so `make test` works on a fresh machine. Safe to run repeatedly.
 set -euo pipefail
 need=()
-for pair in dnsmasq:dnsmasq keepalived:keepalived haproxy:haproxy nginx:nginx wrk:wrk ip:iproute2 curl:curl chromium:chromium etcd:etcd-server; do
+for pair in dnsmasq:dnsmasq keepalived:keepalived haproxy:haproxy nginx:nginx wrk:wrk ip:iproute2 curl:curl chromium:chromium etcd:etcd-server h2load:nghttp2-client; do
 	bin=${pair%%:*} pkg=${pair##*:}
 	command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || need+=("$pkg")
 done
