@@ -214,6 +214,12 @@ func (h *h2Upstream) request(req *fasthttp.Request, ar *attemptReq, client net.C
 		body.r = hc.r.Body
 		hreq.ContentLength = -1
 		hreq.Header.Set("Te", "trailers")
+	case ar.body != nil && ar.body.src == nil:
+		// A buffered body goes out from a copy: x/net/http2 may still be
+		// writing it after the handler returned and the pipeline's buffer
+		// went back to its pool (a backend that answered early).
+		body.inline = bytes.NewReader(bytes.Clone(ar.body.buf))
+		hreq.ContentLength = int64(len(ar.body.buf))
 	case ar.body != nil:
 		body.b = ar.body
 		hreq.ContentLength = ar.body.want
@@ -228,7 +234,7 @@ func (h *h2Upstream) request(req *fasthttp.Request, ar *attemptReq, client net.C
 		if len(inline) == 0 {
 			return hreq, body, nil // hreq.Body nil: no DATA frame
 		}
-		body.inline = bytes.NewReader(inline)
+		body.inline = bytes.NewReader(bytes.Clone(inline)) // as above: fasthttp reuses the request
 		hreq.ContentLength = int64(len(inline))
 	}
 	hreq.Body = body
