@@ -258,6 +258,10 @@ func (l *h2Listener) sort(c net.Conn) {
 	select {
 	case l.conns <- c:
 	case <-l.done:
-		_ = c.Close()
+		// fasthttp stopped accepting (a drain, a hand-over) after this
+		// connection was accepted: it is served here, so the request it
+		// carries gets its answer (with Connection: close) rather than a
+		// close without one.
+		_ = l.h.srv.ServeConn(c)
 	}
 }
