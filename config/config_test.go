@@ -356,6 +356,16 @@ func TestParseRejects(t *testing.T) {
 			"pools: [{ name: p, backends: [127.0.0.1:1] }]\n", "listeners[0].routes", "http listeners only"},
 		{"same address twice", "listeners: [{ name: a, listen: \"127.0.0.1:8080\", pool: p }, { name: b, listen: \"127.0.0.1:8080\", pool: p }]\n" +
 			"pools: [{ name: p, backends: [127.0.0.1:1] }]\n", "listeners[1].listen", "already used"},
+		{"unknown pool protocol", base + "pools: [{ name: p, protocol: spdy, backends: [127.0.0.1:1] }]\n", "pools[0].protocol", "unknown protocol"},
+		{"h2 without tls", base + "pools: [{ name: p, protocol: h2, backends: [127.0.0.1:1] }]\n", "pools[0].protocol", "over TLS"},
+		{"h2c with tls", base + "pools: [{ name: p, protocol: h2c, tls: { enabled: true }, backends: [127.0.0.1:1] }]\n",
+			"pools[0].protocol", "without TLS"},
+		{"h2c behind tcp only", "listeners: [{ name: t, listen: \"127.0.0.1:0\", protocol: tcp, pool: p }]\n" +
+			"pools: [{ name: p, protocol: h2c, backends: [127.0.0.1:1] }]\n", "pools[0].protocol", "http listeners"},
+		{"grpc health on http1", base + "pools: [{ name: p, backends: [127.0.0.1:1], health: { type: grpc } }]\n",
+			"pools[0].health.type", "h2 or h2c"},
+		{"service on http health", base + "pools: [{ name: p, backends: [127.0.0.1:1], health: { type: tcp, service: x } }]\n",
+			"pools[0].health.service", "grpc only"},
 		{"header limit too small", "listeners: [{ name: web, listen: \"127.0.0.1:0\", pool: p, max_header_bytes: 10 }]\n" +
 			"pools: [{ name: p, backends: [127.0.0.1:1] }]\n", "listeners[0].max_header_bytes", "at least 1024"},
 	}

@@ -150,3 +150,49 @@ pools:
 		t.Fatalf("curl --http1.1: %v\n%s", err, out)
 	}
 }
+
+// TestH2BehindProxyProtocol: h2c prior knowledge after a PROXY header is
+// still h2, and the client address is the one the header names; an
+// HTTP/1.1 request after a header still works.
+func TestH2BehindProxyProtocol(t *testing.T) {
+	be := echoBackend(t)
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - { name: web, listen: 127.0.0.1:0, pool: p, proxy_protocol: true, trusted_proxies: [127.0.0.1/32] }
+pools:
+  - { name: p, backends: [%s], health: { type: none } }
+`, be.Addr))
+	addr := a.ListenerAddr("web").String()
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, _ string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			conn, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			_, err = io.WriteString(conn, "PROXY TCP4 203.0.113.7 127.0.0.1 5555 80\r\n")
+			return conn, err
+		},
+	}}
+	resp, err := c.Get("http://web/pp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.Contains(string(body), "xff=203.0.113.7") {
+		t.Fatalf("h2 after PROXY: %s %q", resp.Proto, body)
+	}
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	_, _ = io.WriteString(conn, "PROXY TCP4 203.0.113.8 127.0.0.1 5555 80\r\nGET /h1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	out, _ := io.ReadAll(conn)
+	if !bytes.HasPrefix(out, []byte("HTTP/1.1 200")) || !bytes.Contains(out, []byte("xff=203.0.113.8")) {
+		t.Fatalf("HTTP/1.1 after PROXY: %q", out)
+	}
+}

@@ -83,7 +83,14 @@ func (c *h2UpConn) Write(p []byte) (int, error) {
 // h2ReqBody is a request body as the h2 client reads it; started notes
 // that some of it was taken, after which the request cannot go again.
 type h2ReqBody struct {
-	b       *reqBody  // the pipeline's body (buffered or streamed)
+	// b is a copy of the pipeline's body (buffered or streamed), copied
+	// back when the h2 client is done with it: holding the pipeline's
+	// pointer would move every request's reqBody to the heap, HTTP/1.1
+	// ones included.
+	b       reqBody
+	hasB    bool
+	done    chan struct{} // closed once the h2 client finished with b
+	once    sync.Once
 	r       io.Reader // a body read straight from the client (gRPC)
 	inline  *bytes.Reader
 	off     int // of b.buf, sent
@@ -103,21 +110,32 @@ func (r *h2ReqBody) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
-	b := r.b
+	b := &r.b
 	if r.off < len(b.buf) {
 		n := copy(p, b.buf[r.off:])
 		r.off += n
 		return n, nil
 	}
 	if b.src == nil {
+		r.finish()
 		return 0, io.EOF
 	}
 	b.started = true
 	n, err := b.readClient(p)
-	if err != nil && err != io.EOF {
-		r.fail(err)
+	if err != nil {
+		if err != io.EOF {
+			r.fail(err)
+		}
+		r.finish()
 	}
 	return n, err
+}
+
+// finish tells roundTrip the h2 client is done with b.
+func (r *h2ReqBody) finish() {
+	if r.done != nil {
+		r.once.Do(func() { close(r.done) })
+	}
 }
 
 func (r *h2ReqBody) fail(err error) {
@@ -125,7 +143,12 @@ func (r *h2ReqBody) fail(err error) {
 	r.err.CompareAndSwap(nil, &e)
 }
 
-func (r *h2ReqBody) Close() error { return nil }
+// Close is called by the h2 client when it stops sending the body (all
+// sent, or the stream ended first).
+func (r *h2ReqBody) Close() error {
+	r.finish()
+	return nil
+}
 
 // roundTrip is one attempt over h2: the request as the pipeline left it
 // goes out on a stream, and the response head comes back into resp, its
@@ -150,6 +173,21 @@ func (h *h2Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, a
 	hresp, err := h.tr.RoundTrip(hreq)
 	if timer != nil {
 		timer.Stop()
+	}
+	if body.hasB && (err == nil || body.started.Load()) {
+		// The client's body (its connection, the pooled buffer) belongs
+		// to the pipeline again when this returns: wait until the h2
+		// client has sent it or given up on it (it closes the body then),
+		// then hand its state back. A round trip that failed before the
+		// body was touched never touches it.
+		if err != nil {
+			cancel()
+		}
+		<-body.done
+		ar.body.started, ar.body.eof, ar.body.read, ar.body.src = body.b.started, body.b.eof, body.b.read, body.b.src
+		if ar.body.err == nil {
+			ar.body.err = body.b.err
+		}
 	}
 	if err != nil {
 		cancel()
@@ -221,7 +259,7 @@ func (h *h2Upstream) request(req *fasthttp.Request, ar *attemptReq, client net.C
 		body.inline = bytes.NewReader(bytes.Clone(ar.body.buf))
 		hreq.ContentLength = int64(len(ar.body.buf))
 	case ar.body != nil:
-		body.b = ar.body
+		body.b, body.hasB, body.done = *ar.body, true, make(chan struct{})
 		hreq.ContentLength = ar.body.want
 		if ar.body.src == nil || !ar.body.chunked && ar.body.want < 0 {
 			hreq.ContentLength = int64(len(ar.body.buf))

@@ -109,3 +109,54 @@ pools:
 		t.Fatalf("backend without h2: %d %q %v", code, body, err)
 	}
 }
+
+// TestUpstreamH2Bodies: request bodies to an h2 pool, kept for retries
+// (buffer_body) or streamed past it, arrive whole; a dead h2 pool answers
+// a POST 502 without hanging.
+func TestUpstreamH2Bodies(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h2c.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%d", len(b))
+	}), &http2.Server{})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	a := startL4(t, fmt.Sprintf(`
+listeners:
+  - name: web
+    listen: 127.0.0.1:0
+    pool: p
+    routes: [ { path_prefix: /dead, pool: dead } ]
+pools:
+  - { name: p, protocol: h2c, backends: [%s], health: { type: none }, retries: { buffer_body: 1024 } }
+  - { name: dead, protocol: h2c, backends: [127.0.0.1:1], health: { type: none } }
+`, ln.Addr()))
+	for _, n := range []int{10, 1000, 3 << 20} {
+		for _, chunked := range []bool{false, true} {
+			var body io.Reader = strings.NewReader(strings.Repeat("x", n))
+			if chunked {
+				body = io.MultiReader(body) // no length: chunked
+			}
+			resp, err := http.Post(a.URL("web", "/up"), "application/octet-stream", body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != fmt.Sprint(n) {
+				t.Fatalf("%d bytes (chunked %v): %d %q", n, chunked, resp.StatusCode, b)
+			}
+		}
+	}
+	resp, err := http.Post(a.URL("web", "/dead"), "text/plain", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 502 {
+		t.Fatalf("dead h2 pool: %d", resp.StatusCode)
+	}
+}
