@@ -127,13 +127,6 @@ func (b *reqBody) resendable() bool { return b.src == nil || !b.started }
 
 var bodyBufPool = sync.Pool{New: func() any { return new([]byte) }}
 
-// reqBodyPool holds request-body states (released and zeroed before Put);
-// noBody is the state of a request without one, never written.
-var (
-	reqBodyPool = sync.Pool{New: func() any { return new(reqBody) }}
-	noBody      reqBody
-)
-
 // silence is a read or write deadline kept d ahead of the last byte moved,
 // as a bound on silence. It is reset only when less than d−d/16 of it is
 // left: a timer update per chunk costs more than that slack is worth.

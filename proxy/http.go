@@ -714,24 +714,16 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	hdr := &req.Header
 	cfg := t.cfg.Load()
 
-	// The body's state is pooled rather than on the stack: an h2 upstream
-	// hands it to x/net/http2's request body, so escape analysis would
-	// move a stack copy to the heap on every request, GETs included.
-	body := &noBody
+	var body reqBody
 	var pb *[]byte
 	if cl := hdr.ContentLength(); cl > 0 || cl == -1 {
 		pb = bodyBufPool.Get().(*[]byte)
-		body = reqBodyPool.Get().(*reqBody)
 		body.buf = (*pb)[:0]
-		if !h.readBody(ctx, t, cfg, x, body, cl) {
+		if !h.readBody(ctx, t, cfg, x, &body, cl) {
 			body.release(pb)
-			reqBodyPool.Put(body)
 			return
 		}
-		defer func() {
-			body.release(pb)
-			reqBodyPool.Put(body)
-		}()
+		defer body.release(pb)
 	}
 
 	ct := stripRequestHop(hdr)
@@ -751,7 +743,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 	}
 	ar := attemptReq{idempotent: isIdempotent(req), resp: resp}
 	if pb != nil {
-		ar.body = body
+		ar.body = &body
 	}
 	client, writeIdle := ctx.Conn(), h.opts.WriteTimeout
 	start := ctx.Time()
@@ -805,7 +797,7 @@ func (h *HTTP) proxy(ctx *fasthttp.RequestCtx, t *Target, x *exchange, client10 
 		plainBytes(ctx, x.status, t.msg504)
 	case stageClient:
 		x.closeAll, x.unread = true, true
-		x.status = h.clientFailure(ctx, t, x, body)
+		x.status = h.clientFailure(ctx, t, x, &body)
 	default:
 		x.flags |= flagUpstreamFailed
 		if !ar.resendable() {
