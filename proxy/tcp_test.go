@@ -509,14 +509,17 @@ func BenchmarkTCPDownload(b *testing.B) {
 func TestTCPIdleTimeoutSparesBulk(t *testing.T) {
 	b := startL4Backend(t, func(c net.Conn) {
 		buf := make([]byte, 64<<10)
-		for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
 			if _, err := c.Write(buf); err != nil {
 				return
 			}
 		}
 		_, _ = io.WriteString(c, "END")
 	})
-	a := startL4(t, tcpConfig([]string{b.Addr}, "    timeouts: { idle: 200ms }", ""))
+	// The stream lasts four idle timeouts. 500ms rather than less: a
+	// reader starved of CPU that long (race detector, a loaded machine)
+	// is idle in fact.
+	a := startL4(t, tcpConfig([]string{b.Addr}, "    timeouts: { idle: 500ms }", ""))
 	c := dialL4(t, a, "l4")
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	// Read into one buffer (no growing slice): the reader must keep up,
@@ -541,5 +544,5 @@ func TestTCPIdleTimeoutSparesBulk(t *testing.T) {
 	if string(tail) != "END" || (total-3)%(64<<10) != 0 {
 		t.Fatalf("stream cut or damaged: %d bytes, ends %q", total, tail)
 	}
-	t.Logf("%d MiB in 1s through a 200ms idle timeout", total>>20)
+	t.Logf("%d MiB in 2s through a 500ms idle timeout", total>>20)
 }
