@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -301,18 +300,4 @@ func (w *world) close() {
 			s.Close()
 		}
 	}
-}
-
-// backendDescription says in a few words what the simulated pools look
-// like, for the report.
-func (w *world) describe() string {
-	var parts []string
-	for _, p := range w.pools {
-		src := "static"
-		if p.dnsPool() {
-			src = fmt.Sprintf("dns %s, %d resolver server(s)", p.dnsType, len(w.dns[p.resolver]))
-		}
-		parts = append(parts, fmt.Sprintf("%s: %d backends (%s)", p.name, len(p.backends), src))
-	}
-	return strings.Join(parts, "; ")
 }

@@ -179,13 +179,6 @@ func (s *h2Side) shutdown(ctx context.Context) {
 	}
 }
 
-// open is the number of h2 connections being served.
-func (s *h2Side) open() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
-}
-
 // h2Listener sorts accepted connections: h2 ones are served here, the
 // rest handed to fasthttp through Accept. The TLS handshake and the
 // sniffing of a plain connection run on the connection's own goroutine,

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"net"
 	"syscall"
 	"time"
@@ -13,9 +12,6 @@ import (
 // (RFC 9113 §3.4). No HTTP/1.x request starts with it.
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-// errSniffTimeout: the client sent too little to tell HTTP/1.1 from h2
-// within the header timeout.
-var errSniffTimeout = errors.New("no request within the header timeout")
 
 // sniffPreface tells an h2c prior-knowledge connection from an HTTP/1.x
 // one by its first bytes, and gives back a connection that still starts
