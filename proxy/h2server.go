@@ -192,10 +192,11 @@ func (s *h2Side) open() int {
 // never in the accept loop.
 type h2Listener struct {
 	net.Listener
-	h     *HTTP
-	conns chan net.Conn
-	done  chan struct{}
-	err   error
+	h       *HTTP
+	conns   chan net.Conn
+	done    chan struct{} // closed once accepting ended and every sort is over
+	sorting sync.WaitGroup
+	err     error
 }
 
 func (h *HTTP) h2Listen(ln net.Listener) *h2Listener {
@@ -209,9 +210,13 @@ func (l *h2Listener) loop() {
 		c, err := l.Listener.Accept()
 		if err != nil {
 			l.err = err
+			// A connection accepted before the close is still served:
+			// Accept goes on handing them over until each sort is done.
+			l.sorting.Wait()
 			close(l.done)
 			return
 		}
+		l.sorting.Add(1)
 		go l.sort(c)
 	}
 }
@@ -227,6 +232,15 @@ func (l *h2Listener) Accept() (net.Conn, error) {
 }
 
 func (l *h2Listener) sort(c net.Conn) {
+	if c = l.classify(c); c != nil {
+		l.conns <- c // taken by Accept: done waits for this sort
+	}
+	l.sorting.Done()
+}
+
+// classify serves an h2 connection (in a goroutine of its own) and
+// returns nil, or returns the HTTP/1.x connection for fasthttp.
+func (l *h2Listener) classify(c net.Conn) net.Conn {
 	timeout := l.h.opts.HeaderTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -237,27 +251,22 @@ func (l *h2Listener) sort(c net.Conn) {
 		_ = tc.SetDeadline(time.Time{})
 		if err != nil {
 			_ = c.Close()
-			return
+			return nil
 		}
 		if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
-			l.h.h2.serve(c, false)
-			return
+			go l.h.h2.serve(c, false)
+			return nil
 		}
-	} else {
-		sc, isH2, err := sniffPreface(c, timeout)
-		if err != nil {
-			_ = c.Close()
-			return
-		}
-		if isH2 {
-			l.h.h2.serve(sc, false)
-			return
-		}
-		c = sc
+		return c
 	}
-	select {
-	case l.conns <- c:
-	case <-l.done:
+	sc, isH2, err := sniffPreface(c, timeout)
+	if err != nil {
 		_ = c.Close()
+		return nil
 	}
+	if isH2 {
+		go l.h.h2.serve(sc, false)
+		return nil
+	}
+	return sc
 }
