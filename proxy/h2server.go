@@ -187,7 +187,7 @@ type h2Listener struct {
 	net.Listener
 	h     *HTTP
 	conns chan net.Conn
-	done  chan struct{}
+	done  chan struct{} // closed once accepting ended
 	err   error
 }
 
@@ -220,33 +220,9 @@ func (l *h2Listener) Accept() (net.Conn, error) {
 }
 
 func (l *h2Listener) sort(c net.Conn) {
-	timeout := l.h.opts.HeaderTimeout
-	if timeout <= 0 {
-		timeout = 10 * time.Second
-	}
-	if tc, ok := c.(*tls.Conn); ok {
-		_ = tc.SetDeadline(time.Now().Add(timeout))
-		err := tc.Handshake()
-		_ = tc.SetDeadline(time.Time{})
-		if err != nil {
-			_ = c.Close()
-			return
-		}
-		if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
-			l.h.h2.serve(c, false)
-			return
-		}
-	} else {
-		sc, isH2, err := sniffPreface(c, timeout)
-		if err != nil {
-			_ = c.Close()
-			return
-		}
-		if isH2 {
-			l.h.h2.serve(sc, false)
-			return
-		}
-		c = sc
+	c = l.classify(c)
+	if c == nil {
+		return
 	}
 	select {
 	case l.conns <- c:
@@ -257,4 +233,37 @@ func (l *h2Listener) sort(c net.Conn) {
 		// close without one.
 		_ = l.h.srv.ServeConn(c)
 	}
+}
+
+// classify serves an h2 connection (in a goroutine of its own) and
+// returns nil, or returns the HTTP/1.x connection for fasthttp.
+func (l *h2Listener) classify(c net.Conn) net.Conn {
+	timeout := l.h.opts.HeaderTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		_ = tc.SetDeadline(time.Now().Add(timeout))
+		err := tc.Handshake()
+		_ = tc.SetDeadline(time.Time{})
+		if err != nil {
+			_ = c.Close()
+			return nil
+		}
+		if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+			go l.h.h2.serve(c, false)
+			return nil
+		}
+		return c
+	}
+	sc, isH2, err := sniffPreface(c, timeout)
+	if err != nil {
+		_ = c.Close()
+		return nil
+	}
+	if isH2 {
+		go l.h.h2.serve(sc, false)
+		return nil
+	}
+	return sc
 }
