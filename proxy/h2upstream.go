@@ -62,7 +62,7 @@ func (h *h2Upstream) close() { h.tr.CloseIdleConnections() }
 
 // h2UpConn is an upstream connection as an h2 client connection uses it:
 // read by one goroutine while others write, so the reads and writes skip
-// upConn's per-request bookkeeping (its Gosched after a write); Close is
+// upConn's per-request bookkeeping (the bytes-sent count); Close is
 // upConn's, which gives the connection slot back.
 type h2UpConn struct{ *upConn }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -171,7 +170,6 @@ type countedConn struct {
 	net.Conn
 	l      *LimitListener
 	once   atomic.Bool
-	wrote  atomic.Bool
 	linger atomic.Bool
 	// io issues the socket calls directly when direct is set.
 	io     sockIO
@@ -195,23 +193,17 @@ func (c *countedConn) closeNow() {
 	_ = c.Close()
 }
 
-// Write notes that an answer went out; the client's next request follows it.
+// Write writes to the client.
 func (c *countedConn) Write(p []byte) (int, error) {
-	c.wrote.Store(true)
 	if c.direct {
 		return c.io.write(p)
 	}
 	return c.Conn.Write(p)
 }
 
-// Read yields once after a write before reading, as upConn.Read does: the
-// client needs time to send its next request, and other ready goroutines
-// may run meanwhile instead of an EAGAIN read and a park.
+// Read reads from the client. It does not yield before reading (see
+// upConn.Read for why).
 func (c *countedConn) Read(p []byte) (int, error) {
-	if c.wrote.Load() {
-		c.wrote.Store(false)
-		runtime.Gosched()
-	}
 	if c.pk.idle {
 		c.pk.idle = false
 		if c.pk.p != nil {

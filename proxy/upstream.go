@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -165,7 +164,6 @@ type upConn struct {
 	ep    *balancer.Endpoint
 	u     *Upstream
 	used  bool
-	wrote bool // a request went out; the next read waits for its answer
 	// suspect: the last response had no body by rule (HEAD, 204, 304); a
 	// body the backend sent anyway may still arrive, so the connection is
 	// peeked before it is used again.
@@ -195,19 +193,18 @@ func (c *upConn) Write(b []byte) (int, error) {
 		n, err = c.Conn.Write(b)
 	}
 	c.sent += uint64(n)
-	c.wrote = true
 	return n, err
 }
 
-// Read yields once after a write before reading: the backend needs a few
-// microseconds to answer, and letting the other ready goroutines run first
-// turns an EAGAIN read, a park and a netpoll wake-up into one read that
-// succeeds. With nothing else runnable, Gosched returns at once.
+// Read reads the backend's answer. It used to yield (runtime.Gosched)
+// after a write, so that the answer would be there by the time the read
+// ran: about 5% less CPU per request at saturation, but a yielded
+// goroutine waits in the global run queue, and while yielded goroutines
+// keep the run queues from emptying, the scheduler never polls the
+// network, so connections whose goroutines are parked there wait for
+// sysmon's forced poll (10 ms, or far longer when sysmon cannot run):
+// the p99 tail of bench/README.md "Where the p99 went".
 func (c *upConn) Read(p []byte) (int, error) {
-	if c.wrote {
-		c.wrote = false
-		runtime.Gosched()
-	}
 	if c.direct {
 		return c.io.read(p)
 	}
