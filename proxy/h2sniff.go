@@ -12,7 +12,6 @@ import (
 // (RFC 9113 §3.4). No HTTP/1.x request starts with it.
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
-
 // sniffPreface tells an h2c prior-knowledge connection from an HTTP/1.x
 // one by its first bytes, and gives back a connection that still starts
 // with them. A plain socket is peeked (MSG_PEEK): the HTTP/1.1 connection

@@ -160,10 +160,10 @@ func (u *Upstream) Conns() int { return u.hc.ConnsCount() }
 type upConn struct {
 	net.Conn
 	// raw is the TCP connection: Conn itself, or the one under TLS.
-	raw   net.Conn
-	ep    *balancer.Endpoint
-	u     *Upstream
-	used  bool
+	raw  net.Conn
+	ep   *balancer.Endpoint
+	u    *Upstream
+	used bool
 	// suspect: the last response had no body by rule (HEAD, 204, 304); a
 	// body the backend sent anyway may still arrive, so the connection is
 	// peeked before it is used again.
