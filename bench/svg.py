@@ -128,7 +128,8 @@ def http_charts(results, outdir):
 
 
 def idle_charts(results, outdir):
-    rows = [json.loads(l) for l in open(results) if l.strip()]
+    with open(results) as f:
+        rows = [json.loads(l) for l in f if l.strip()]
     ns, targets = [], []
     for r in rows:
         if r["conns"] not in ns:
