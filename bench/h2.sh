@@ -16,6 +16,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 H2_DURATION=${H2_DURATION:-5s}
@@ -68,22 +70,6 @@ hspawn() { # hspawn CPU LOG CMD... ; sets HSPAWNED
 	if [ "$PIN" = 1 ]; then taskset -c "$cpu" "$@" >"$logf" 2>&1 & else "$@" >"$logf" 2>&1 & fi
 	HSPAWNED=$!
 	HPIDS+=("$HSPAWNED")
-}
-hticks() { # utime+stime of PID and its direct children, in clock ticks
-	local t=0 p u s
-	for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-		read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}') || true
-		t=$((t + ${u:-0} + ${s:-0}))
-	done
-	echo "$t"
-}
-hports() {
-	python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
 }
 
 start_h2_holdfast() {
@@ -156,7 +142,7 @@ EOF
 
 h2_target() { # h2_target ROUND NAME -> appends a row to $H2_RESULTS
 	local round=$1 name=$2 pid deadline t0 t1 raw
-	read -r PORT ADMIN_PORT <<<"$(hports 2)"
+	read -r PORT ADMIN_PORT <<<"$(free_ports 2)"
 	"start_h2_$name"
 	pid=$HSPAWNED
 	deadline=$((SECONDS + 15))
@@ -171,13 +157,13 @@ h2_target() { # h2_target ROUND NAME -> appends a row to $H2_RESULTS
 	done
 	raw=$OUT/h2-round$round-$name.txt
 	pinned "$WRK_CPU" h2load -c "$H2_CONNS" -m "$H2_STREAMS" -D 1 "http://127.0.0.1:$PORT/" >/dev/null 2>&1 || true # warm-up
-	t0=$(hticks "$pid")
+	t0=$(proc_ticks "$pid")
 	if ! pinned "$WRK_CPU" h2load -c "$H2_CONNS" -m "$H2_STREAMS" -D "${H2_DURATION%s}" "http://127.0.0.1:$PORT/" >"$raw" 2>&1; then
 		hlog "$name: h2load failed:"; cat "$raw" >&2
 		hstop "$pid"
 		return 1
 	fi
-	t1=$(hticks "$pid")
+	t1=$(proc_ticks "$pid")
 	hstop "$pid"
 	python3 - "$round" "$name" "$raw" "$((t1 - t0))" "$(getconf CLK_TCK)" >>"$H2_RESULTS" <<'EOF'
 import re, sys
@@ -196,7 +182,7 @@ H2_RESULTS=$OUT/h2-results.tsv
 printf 'round\ttarget\treq_s\tfailed\tmean_request_time\tproxy_cpu_us_per_req\n' >"$H2_RESULTS"
 hlog "building backend"
 go build -o "$HWORK/backend" ./bench/backend
-read -r BACKEND_PORT <<<"$(hports 1)"
+read -r BACKEND_PORT <<<"$(free_ports 1)"
 hspawn "$WRK_CPU" "$HWORK/backend.log" "$HWORK/backend" -addr "127.0.0.1:$BACKEND_PORT"
 for i in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$BACKEND_PORT/" && break; sleep 0.1; done
 for round in $(seq "$ROUNDS"); do

@@ -29,6 +29,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 cd "$ROOT"
 
 ROUNDS=${ROUNDS:-3}
@@ -112,18 +114,6 @@ forget() {
 	PIDS=("${keep[@]+"${keep[@]}"}")
 }
 
-# cpu_ticks PID — utime+stime (fields 14, 15 of /proc/PID/stat) of PID and its
-# direct children (nginx master + worker), in clock ticks.
-# Prints "USER SYS".
-cpu_ticks() {
-	local ut=0 st=0 p u s
-	for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-		# strip "pid (comm) " first: comm may contain spaces; then utime=$12, stime=$13
-		read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}') || true
-		ut=$((ut + ${u:-0})) st=$((st + ${s:-0}))
-	done
-	echo "$ut $st"
-}
 
 # wait_ready URL PID NAME LOG — poll URL until it answers 200, with a deadline.
 wait_ready() {
@@ -144,18 +134,6 @@ wait_ready() {
 	return 1
 }
 
-# free_ports N — N distinct free loopback TCP ports.
-free_ports() {
-	python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 # ---------------------------------------------------------------- targets
 # Each start_<name> gets a fresh PORT (and ADMIN_PORT) and the backend at

@@ -17,6 +17,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 TCP_DURATION=${TCP_DURATION:-5s}
@@ -65,22 +67,6 @@ tstop() { # SIGTERM, 5 s, SIGKILL; only our own PIDs
 	for p in "${TPIDS[@]+"${TPIDS[@]}"}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
 	TPIDS=("${keep[@]+"${keep[@]}"}")
 }
-tticks() { # utime+stime of PID and its direct children, in clock ticks
-	local t=0 p u s
-	for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-		read -r u s < <(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12, $13}') || true
-		t=$((t + ${u:-0} + ${s:-0}))
-	done
-	echo "$t"
-}
-tports() {
-	python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 start_tcp_holdfast() {
 	cat >"$TWORK/holdfast.yaml" <<EOF
@@ -128,7 +114,7 @@ start_tcp_haproxy-splice() {
 
 tcp_target() { # tcp_target ROUND NAME -> appends a row to $TCP_RESULTS
 	local round=$1 name=$2 pid deadline t0 t1 res
-	read -r PORT ADMIN_PORT <<<"$(tports 2)"
+	read -r PORT ADMIN_PORT <<<"$(free_ports 2)"
 	"start_tcp_$name"
 	pid=$TSPAWNED
 	deadline=$((SECONDS + 15))
@@ -142,9 +128,9 @@ tcp_target() { # tcp_target ROUND NAME -> appends a row to $TCP_RESULTS
 		sleep 0.05
 	done
 	pinned "$WRK_CPU" "$TWORK/tcpload" run -addr "127.0.0.1:$PORT" -c "$TCP_CONNS" -d 1s >/dev/null # warm-up
-	t0=$(tticks "$pid")
+	t0=$(proc_ticks "$pid")
 	res=$(pinned "$WRK_CPU" "$TWORK/tcpload" run -addr "127.0.0.1:$PORT" -c "$TCP_CONNS" -d "$TCP_DURATION")
-	t1=$(tticks "$pid")
+	t1=$(proc_ticks "$pid")
 	tstop "$pid"
 	echo "$res" >"$OUT/tcp-round$round-$name.txt"
 	printf '%s\t%s\t%s\t%s\n' "$round" "$name" "$res" "$((t1 - t0))" >>"$TCP_RESULTS"
@@ -155,7 +141,7 @@ tcp_bench() {
 	command -v haproxy >/dev/null 2>&1 || { tlog "haproxy not installed: skipping the TCP row"; return 0; }
 	[ -x "$HOLDFAST_BIN" ] || make build >&2
 	go build -o "$TWORK/tcpload" ./bench/tcpload
-	read -r SRC_PORT <<<"$(tports 1)"
+	read -r SRC_PORT <<<"$(free_ports 1)"
 	tspawn "$WRK_CPU" "$TWORK/source.log" "$TWORK/tcpload" serve -addr "127.0.0.1:$SRC_PORT"
 	local deadline=$((SECONDS + 10))
 	until "$TWORK/tcpload" ready -addr "127.0.0.1:$SRC_PORT" 2>/dev/null; do
