@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/holdfast-lb/holdfast/internal/freeport"
 )
 
 // dnsmasqPath is where Debian's dnsmasq package puts the daemon
@@ -147,15 +149,7 @@ func (m *dnsmasq) reloadHosts(hosts string) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	return pc.LocalAddr().(*net.UDPAddr).Port
-}
+func freePort(t *testing.T) int { return freeport.Port(t) }
 
 // srvConf is a dnsmasq config serving SRV records for the given routers
 // (name → IPv4), priority 10, weight 5, port 8080, plus one fallback
