@@ -36,22 +36,9 @@ command -v h2load >/dev/null 2>&1 || { hlog "h2load missing (Debian nghttp2-clie
 [ -x "$HOLDFAST_BIN" ] || { hlog "no $HOLDFAST_BIN (make build)"; exit 1; }
 mkdir -p "$OUT"
 
-HPIDS=()
 HWORK=$(mktemp -d /tmp/holdfast-bench-h2.XXXXXX)
-hstop() { # SIGTERM, 5 s, SIGKILL; only our own PIDs
-	local pid=$1 i keep=() p
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-	for p in "${HPIDS[@]+"${HPIDS[@]}"}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-	HPIDS=("${keep[@]+"${keep[@]}"}")
-}
 hcleanup() {
-	local p
-	for p in "${HPIDS[@]+"${HPIDS[@]}"}"; do hstop "$p"; done
+	stop_all
 	rm -rf "$HWORK"
 }
 trap hcleanup EXIT
@@ -59,18 +46,6 @@ trap 'exit 130' INT TERM
 
 PIN=0
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then PIN=1; fi
-pinned() { # pinned CPU CMD... (in the foreground)
-	local cpu=$1
-	shift
-	if [ "$PIN" = 1 ]; then taskset -c "$cpu" "$@"; else "$@"; fi
-}
-hspawn() { # hspawn CPU LOG CMD... ; sets HSPAWNED
-	local cpu=$1 logf=$2
-	shift 2
-	if [ "$PIN" = 1 ]; then taskset -c "$cpu" "$@" >"$logf" 2>&1 & else "$@" >"$logf" 2>&1 & fi
-	HSPAWNED=$!
-	HPIDS+=("$HSPAWNED")
-}
 
 start_h2_holdfast() {
 	cat >"$HWORK/holdfast.yaml" <<EOF
@@ -81,7 +56,7 @@ pools:
   - { name: bench, balance: round_robin, backends: [127.0.0.1:$BACKEND_PORT], health: { type: none } }
 EOF
 	cp "$HWORK/holdfast.yaml" "$OUT/h2-holdfast.yaml"
-	hspawn "$PROXY_CPU" "$HWORK/holdfast.log" env GOMAXPROCS=1 "$HOLDFAST_BIN" run -c "$HWORK/holdfast.yaml"
+	spawn "$PROXY_CPU" "$HWORK/holdfast.log" env GOMAXPROCS=1 "$HOLDFAST_BIN" run -c "$HWORK/holdfast.yaml"
 }
 
 start_h2_haproxy() {
@@ -105,7 +80,7 @@ backend bench
     server b1 127.0.0.1:$BACKEND_PORT
 EOF
 	cp "$HWORK/haproxy.cfg" "$OUT/h2-haproxy.cfg"
-	hspawn "$PROXY_CPU" "$HWORK/haproxy.log" haproxy -db -f "$HWORK/haproxy.cfg"
+	spawn "$PROXY_CPU" "$HWORK/haproxy.log" haproxy -db -f "$HWORK/haproxy.cfg"
 }
 
 start_h2_nginx() {
@@ -137,20 +112,20 @@ http {
 }
 EOF
 	cp "$HWORK/nginx/nginx.conf" "$OUT/h2-nginx.conf"
-	hspawn "$PROXY_CPU" "$HWORK/nginx.log" nginx -p "$HWORK/nginx" -e "$HWORK/nginx/error.log" -c "$HWORK/nginx/nginx.conf" -g 'daemon off;'
+	spawn "$PROXY_CPU" "$HWORK/nginx.log" nginx -p "$HWORK/nginx" -e "$HWORK/nginx/error.log" -c "$HWORK/nginx/nginx.conf" -g 'daemon off;'
 }
 
 h2_target() { # h2_target ROUND NAME -> appends a row to $H2_RESULTS
 	local round=$1 name=$2 pid deadline t0 t1 raw
 	read -r PORT ADMIN_PORT <<<"$(free_ports 2)"
 	"start_h2_$name"
-	pid=$HSPAWNED
+	pid=$SPAWNED
 	deadline=$((SECONDS + 15))
 	until curl -s -o /dev/null --http2-prior-knowledge --max-time 1 "http://127.0.0.1:$PORT/"; do
 		if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
 			hlog "$name did not start; last log lines:"
 			tail -n 20 "$HWORK"/*.log >&2 || true
-			hstop "$pid"
+			stop_pid "$pid"
 			return 1
 		fi
 		sleep 0.1
@@ -160,11 +135,11 @@ h2_target() { # h2_target ROUND NAME -> appends a row to $H2_RESULTS
 	t0=$(proc_ticks "$pid")
 	if ! pinned "$WRK_CPU" h2load -c "$H2_CONNS" -m "$H2_STREAMS" -D "${H2_DURATION%s}" "http://127.0.0.1:$PORT/" >"$raw" 2>&1; then
 		hlog "$name: h2load failed:"; cat "$raw" >&2
-		hstop "$pid"
+		stop_pid "$pid"
 		return 1
 	fi
 	t1=$(proc_ticks "$pid")
-	hstop "$pid"
+	stop_pid "$pid"
 	python3 - "$round" "$name" "$raw" "$((t1 - t0))" "$(getconf CLK_TCK)" >>"$H2_RESULTS" <<'EOF'
 import re, sys
 round_, name, raw, ticks, tck = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
@@ -183,7 +158,7 @@ printf 'round\ttarget\treq_s\tfailed\tmean_request_time\tproxy_cpu_us_per_req\n'
 hlog "building backend"
 go build -o "$HWORK/backend" ./bench/backend
 read -r BACKEND_PORT <<<"$(free_ports 1)"
-hspawn "$WRK_CPU" "$HWORK/backend.log" "$HWORK/backend" -addr "127.0.0.1:$BACKEND_PORT"
+spawn "$WRK_CPU" "$HWORK/backend.log" "$HWORK/backend" -addr "127.0.0.1:$BACKEND_PORT"
 for i in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$BACKEND_PORT/" && break; sleep 0.1; done
 for round in $(seq "$ROUNDS"); do
 	for t in $H2_TARGETS; do

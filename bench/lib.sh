@@ -1,4 +1,55 @@
 # bench/lib.sh — helpers shared by the bench scripts (sourced, not run).
+# The sourcing script sets PIN (1: pin with taskset) and may set RTCMD
+# (e.g. "chrt -f 10"); every process it starts goes through spawn, so
+# stop_pid and the script's cleanup only ever end our own PIDs.
+
+PIDS=()
+
+# spawn CPU LOGFILE CMD... — start CMD pinned to CPU in the background; sets SPAWNED.
+spawn() {
+	local cpu=$1 logf=$2
+	shift 2
+	if [ "${PIN:-0}" = 1 ]; then
+		${RTCMD:-} taskset -c "$cpu" "$@" >"$logf" 2>&1 &
+	else
+		"$@" >"$logf" 2>&1 &
+	fi
+	SPAWNED=$!
+	PIDS+=("$SPAWNED")
+}
+
+# pinned CPU CMD... — run CMD pinned to CPU in the foreground.
+pinned() {
+	local cpu=$1
+	shift
+	if [ "${PIN:-0}" = 1 ]; then taskset -c "$cpu" "$@"; else "$@"; fi
+}
+
+# stop_pid PID — SIGTERM, wait up to 5 s, then SIGKILL. Only ever our own PIDs.
+stop_pid() {
+	local pid=$1 i
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		for i in $(seq 50); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+	fi
+	wait "$pid" 2>/dev/null || true
+	forget "$pid"
+}
+forget() {
+	local keep=() p
+	for p in "${PIDS[@]+"${PIDS[@]}"}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+	PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# stop_all — stop every process spawn started.
+stop_all() {
+	local p
+	for p in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$p"; done
+}
 
 # cpu_ticks PID — utime+stime (fields 14, 15 of /proc/PID/stat) of PID and its
 # direct children (nginx master + worker), in clock ticks. Prints "USER SYS".

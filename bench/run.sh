@@ -72,47 +72,15 @@ ensure_tools() {
 }
 
 # ---------------------------------------------------------------- process bookkeeping
-PIDS=()
 WORK=""
 cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+	stop_all
 	[ -n "$WORK" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# spawn CPU LOGFILE CMD... — start CMD pinned to CPU in the background; sets SPAWNED.
-spawn() {
-	local cpu=$1 logf=$2
-	shift 2
-	if [ "$PIN" = 1 ]; then
-		$RTCMD taskset -c "$cpu" "$@" >"$logf" 2>&1 &
-	else
-		"$@" >"$logf" 2>&1 &
-	fi
-	SPAWNED=$!
-	PIDS+=("$SPAWNED")
-}
 
-# stop_pid PID — SIGTERM, wait up to 5 s, then SIGKILL. Only ever our own PIDs.
-stop_pid() {
-	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; forget "$pid"; return 0; }
-	kill -TERM "$pid" 2>/dev/null || true
-	for i in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	forget "$pid"
-}
-forget() {
-	local keep=() p
-	for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-	PIDS=("${keep[@]+"${keep[@]}"}")
-}
 
 
 # wait_ready URL PID NAME LOG — poll URL until it answers 200, with a deadline.

@@ -32,11 +32,9 @@ PATH=$PATH:/usr/sbin:/sbin
 
 tlog() { printf '[bench-tcp %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-TPIDS=()
 TWORK=$(mktemp -d /tmp/holdfast-bench-tcp.XXXXXX)
 tcleanup() {
-	local p
-	for p in "${TPIDS[@]+"${TPIDS[@]}"}"; do tstop "$p"; done
+	stop_all
 	rm -rf "$TWORK"
 }
 trap tcleanup EXIT
@@ -44,29 +42,6 @@ trap 'exit 130' INT TERM
 
 PIN=0
 if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null 2>&1; then PIN=1; fi
-pinned() { # pinned CPU CMD... (in the foreground)
-	local cpu=$1
-	shift
-	if [ "$PIN" = 1 ]; then taskset -c "$cpu" "$@"; else "$@"; fi
-}
-tspawn() { # tspawn CPU LOG CMD... ; sets TSPAWNED
-	local cpu=$1 logf=$2
-	shift 2
-	if [ "$PIN" = 1 ]; then taskset -c "$cpu" "$@" >"$logf" 2>&1 & else "$@" >"$logf" 2>&1 & fi
-	TSPAWNED=$!
-	TPIDS+=("$TSPAWNED")
-}
-tstop() { # SIGTERM, 5 s, SIGKILL; only our own PIDs
-	local pid=$1 i keep=() p
-	if kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$pid" 2>/dev/null || true
-	fi
-	wait "$pid" 2>/dev/null || true
-	for p in "${TPIDS[@]+"${TPIDS[@]}"}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-	TPIDS=("${keep[@]+"${keep[@]}"}")
-}
 
 start_tcp_holdfast() {
 	cat >"$TWORK/holdfast.yaml" <<EOF
@@ -77,7 +52,7 @@ pools:
   - { name: src, balance: least_conn, backends: [127.0.0.1:$SRC_PORT], health: { type: none } }
 EOF
 	cp "$TWORK/holdfast.yaml" "$OUT/tcp-holdfast.yaml"
-	tspawn "$PROXY_CPU" "$TWORK/holdfast.log" env GOMAXPROCS=1 "$HOLDFAST_BIN" run -c "$TWORK/holdfast.yaml"
+	spawn "$PROXY_CPU" "$TWORK/holdfast.log" env GOMAXPROCS=1 "$HOLDFAST_BIN" run -c "$TWORK/holdfast.yaml"
 }
 
 haproxy_tcp_cfg() { # haproxy_tcp_cfg EXTRA-DEFAULTS-LINE
@@ -103,26 +78,26 @@ EOF
 start_tcp_haproxy() {
 	haproxy_tcp_cfg "" >"$TWORK/haproxy.cfg"
 	cp "$TWORK/haproxy.cfg" "$OUT/tcp-haproxy.cfg"
-	tspawn "$PROXY_CPU" "$TWORK/haproxy.log" haproxy -db -f "$TWORK/haproxy.cfg"
+	spawn "$PROXY_CPU" "$TWORK/haproxy.log" haproxy -db -f "$TWORK/haproxy.cfg"
 }
 
 start_tcp_haproxy-splice() {
 	haproxy_tcp_cfg "    option splice-auto" >"$TWORK/haproxy-splice.cfg"
 	cp "$TWORK/haproxy-splice.cfg" "$OUT/tcp-haproxy-splice.cfg"
-	tspawn "$PROXY_CPU" "$TWORK/haproxy-splice.log" haproxy -db -f "$TWORK/haproxy-splice.cfg"
+	spawn "$PROXY_CPU" "$TWORK/haproxy-splice.log" haproxy -db -f "$TWORK/haproxy-splice.cfg"
 }
 
 tcp_target() { # tcp_target ROUND NAME -> appends a row to $TCP_RESULTS
 	local round=$1 name=$2 pid deadline t0 t1 res
 	read -r PORT ADMIN_PORT <<<"$(free_ports 2)"
 	"start_tcp_$name"
-	pid=$TSPAWNED
+	pid=$SPAWNED
 	deadline=$((SECONDS + 15))
 	until "$TWORK/tcpload" ready -addr "127.0.0.1:$PORT" 2>/dev/null; do
 		if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
 			tlog "$name did not start; last log lines:"
 			tail -n 20 "$TWORK"/*.log >&2 || true
-			tstop "$pid"
+			stop_pid "$pid"
 			return 1
 		fi
 		sleep 0.05
@@ -131,7 +106,7 @@ tcp_target() { # tcp_target ROUND NAME -> appends a row to $TCP_RESULTS
 	t0=$(proc_ticks "$pid")
 	res=$(pinned "$WRK_CPU" "$TWORK/tcpload" run -addr "127.0.0.1:$PORT" -c "$TCP_CONNS" -d "$TCP_DURATION")
 	t1=$(proc_ticks "$pid")
-	tstop "$pid"
+	stop_pid "$pid"
 	echo "$res" >"$OUT/tcp-round$round-$name.txt"
 	printf '%s\t%s\t%s\t%s\n' "$round" "$name" "$res" "$((t1 - t0))" >>"$TCP_RESULTS"
 }
@@ -142,7 +117,7 @@ tcp_bench() {
 	[ -x "$HOLDFAST_BIN" ] || make build >&2
 	go build -o "$TWORK/tcpload" ./bench/tcpload
 	read -r SRC_PORT <<<"$(free_ports 1)"
-	tspawn "$WRK_CPU" "$TWORK/source.log" "$TWORK/tcpload" serve -addr "127.0.0.1:$SRC_PORT"
+	spawn "$WRK_CPU" "$TWORK/source.log" "$TWORK/tcpload" serve -addr "127.0.0.1:$SRC_PORT"
 	local deadline=$((SECONDS + 10))
 	until "$TWORK/tcpload" ready -addr "127.0.0.1:$SRC_PORT" 2>/dev/null; do
 		[ "$SECONDS" -lt "$deadline" ] || { tlog "source did not start"; return 1; }
