@@ -465,7 +465,7 @@ func headerRules(r config.HeaderRules) proxy.HeaderRules {
 
 func sameSocket(a, b config.Listener) bool {
 	if a.Name != b.Name || a.Listen != b.Listen || a.Protocol != b.Protocol ||
-		a.ProxyProtocol != b.ProxyProtocol || a.Freebind != b.Freebind ||
+		a.ProxyProtocol != b.ProxyProtocol || a.Freebind != b.Freebind || a.HTTP2Only != b.HTTP2Only ||
 		a.MaxConnections != b.MaxConnections || a.MaxHeaderBytes != b.MaxHeaderBytes ||
 		a.MaxBodyBytes != b.MaxBodyBytes || a.Timeouts != b.Timeouts || (len(a.TLS) > 0) != (len(b.TLS) > 0) {
 		return false
@@ -582,7 +582,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 			Name: l.Name, MaxHeaderBytes: int(l.MaxHeaderBytes), MaxBodyBytes: int64(l.MaxBodyBytes),
 			HeaderTimeout: l.Timeouts.Header.D(),
 			ReadTimeout:   l.Timeouts.Read.D(), WriteTimeout: l.Timeouts.Write.D(), IdleTimeout: l.Timeouts.Idle.D(),
-			Park: l.Timeouts.Park.D(), TrackIdle: watched,
+			Park: l.Timeouts.Park.D(), TrackIdle: watched, HTTP2Only: l.HTTP2Only,
 			Policy:    httpPolicy(l, trust),
 			AccessLog: l.AccessLog.Enabled, AccessLogCombined: l.AccessLog.Format == "combined",
 			AccessLogQueue: a.accessLog,
@@ -599,7 +599,7 @@ func (a *App) serve(b bound, targets map[string]*proxy.Target, trust proxy.Trust
 				return rt
 			}
 			rt.certs = proxy.NewCerts(set)
-			ln = proxy.NewTLSListener(ln, rt.certs)
+			ln = proxy.NewTLSListener(ln, rt.certs, l.HTTP2Only)
 		}
 		go func() {
 			defer close(rt.done)

@@ -35,12 +35,17 @@ type Resolver struct {
 
 // Listener is a traffic listener.
 type Listener struct {
-	Name           string    `yaml:"name"`
-	Listen         string    `yaml:"listen"`
-	Protocol       string    `yaml:"protocol"`
-	Pool           string    `yaml:"pool"`
-	Routes         []Route   `yaml:"routes"`
-	ProxyProtocol  bool      `yaml:"proxy_protocol"`
+	Name          string  `yaml:"name"`
+	Listen        string  `yaml:"listen"`
+	Protocol      string  `yaml:"protocol"`
+	Pool          string  `yaml:"pool"`
+	Routes        []Route `yaml:"routes"`
+	ProxyProtocol bool    `yaml:"proxy_protocol"`
+	// HTTP2Only makes an http listener speak HTTP/2 alone: a plain one
+	// takes h2c with prior knowledge only (a connection that does not
+	// open with the preface is closed), a TLS one offers only "h2" by
+	// ALPN (HAProxy's "bind ... proto h2").
+	HTTP2Only      bool      `yaml:"http2_only"`
 	TrustedProxies []string  `yaml:"trusted_proxies"`
 	Upgrades       []string  `yaml:"upgrades"`
 	Path           PathRules `yaml:"path"`

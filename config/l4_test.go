@@ -70,3 +70,18 @@ pools:
 		t.Errorf("half a TLS entry: %v", err)
 	}
 }
+
+func TestHTTP2OnlyNeedsHTTPListeners(t *testing.T) {
+	doc := func(proto string) string {
+		return "listeners:\n  - { name: l, listen: 127.0.0.1:8080, protocol: " + proto + ", pool: p, http2_only: true }\n" +
+			"pools:\n  - { name: p, backends: [127.0.0.1:1] }\n"
+	}
+	cfg, err := Parse([]byte(doc("http")))
+	if err != nil || !cfg.Listeners[0].HTTP2Only {
+		t.Fatalf("http listener: %v", err)
+	}
+	_, err = Parse([]byte(doc("tcp")))
+	if err == nil || !strings.Contains(err.Error(), "listeners[0].http2_only: http2_only applies to http listeners only") {
+		t.Fatalf("tcp listener: got %v", err)
+	}
+}

@@ -163,6 +163,9 @@ func validate(c *Config, w *walker) {
 		if l.Protocol == "tcp" && len(l.Routes) > 0 {
 			w.errorf(p+".routes", "routes apply to http listeners only")
 		}
+		if l.Protocol == "tcp" && l.HTTP2Only {
+			w.errorf(p+".http2_only", "http2_only applies to http listeners only")
+		}
 		if l.Protocol == "tcp" && len(l.TLS) > 0 {
 			w.errorf(p+".tls", "tls termination applies to http listeners only")
 		}

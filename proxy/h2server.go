@@ -137,7 +137,7 @@ func (s *h2Side) serve(c net.Conn, sawPreface bool) {
 		s.mu.Unlock()
 		_ = c.Close()
 	}()
-	s.srv.ServeConn(c, &http2.ServeConnOpts{
+	s.srv.ServeConn(wrapH2Fix(c, sawPreface), &http2.ServeConnOpts{
 		Context:          context.WithValue(context.Background(), h2ConnKey{}, &h2ConnState{c: c, side: s}),
 		BaseConfig:       s.base,
 		Handler:          s.base.Handler,
@@ -254,15 +254,23 @@ func (l *h2Listener) classify(c net.Conn) net.Conn {
 			go l.h.h2.serve(c, false)
 			return nil
 		}
+		if l.h.opts.HTTP2Only {
+			// A client without ALPN, or one that ignored the offer.
+			_ = c.Close()
+			return nil
+		}
 		return c
 	}
-	sc, isH2, err := sniffPreface(c, timeout)
-	if err != nil {
+	sc, kind, err := sniffPreface(c, timeout)
+	switch {
+	case err != nil:
 		_ = c.Close()
 		return nil
-	}
-	if isH2 {
+	case kind == prefaceH2:
 		go l.h.h2.serve(sc, false)
+		return nil
+	case kind == prefaceBad || l.h.opts.HTTP2Only:
+		refusePreface(sc)
 		return nil
 	}
 	return sc

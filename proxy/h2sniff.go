@@ -12,6 +12,33 @@ import (
 // (RFC 9113 §3.4). No HTTP/1.x request starts with it.
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
+// prefaceKind is what a plain connection opened with.
+type prefaceKind uint8
+
+const (
+	prefaceHTTP1 prefaceKind = iota // anything else: fasthttp answers it
+	prefaceH2                       // the h2 client preface
+	// prefaceBad: the preface's request line ("PRI * HTTP/2.0") followed
+	// by something else. No HTTP/1.x request uses the PRI method (RFC
+	// 9113 §3.4 reserves it); it is an h2 client gone wrong, and an
+	// invalid preface ends the connection, with no HTTP/1.1 answer.
+	prefaceBad
+)
+
+// prefaceLine is the preface's request line, up to where an HTTP/1.x
+// request line would end.
+const prefaceLine = "PRI * HTTP/2.0\r\n"
+
+func kindOf(b []byte) prefaceKind {
+	switch {
+	case string(b) == h2Preface:
+		return prefaceH2
+	case len(b) >= len(prefaceLine) && string(b[:len(prefaceLine)]) == prefaceLine:
+		return prefaceBad
+	}
+	return prefaceHTTP1
+}
+
 // sniffPreface tells an h2c prior-knowledge connection from an HTTP/1.x
 // one by its first bytes, and gives back a connection that still starts
 // with them. A plain socket is peeked (MSG_PEEK): the HTTP/1.1 connection
@@ -20,22 +47,20 @@ const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 // the bytes pushed back in front of what it already buffered. Anything
 // else, and the rare first packet that is a strict prefix of the preface,
 // is read and replayed by a small wrapper.
-func sniffPreface(c net.Conn, timeout time.Duration) (net.Conn, bool, error) {
+func sniffPreface(c net.Conn, timeout time.Duration) (net.Conn, prefaceKind, error) {
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	if cc, ok := c.(*countedConn); ok && cc.direct {
 		var buf [len(h2Preface)]byte
 		n, err := cc.io.peekWait(buf[:])
 		if err != nil {
-			return c, false, err
+			return c, prefaceHTTP1, err
 		}
 		switch {
 		case n == 0: // EOF: fasthttp sees it and closes
-			return c, false, nil
-		case !bytes.HasPrefix([]byte(h2Preface), buf[:n]):
-			return c, false, nil
-		case n == len(buf):
-			return c, true, nil
+			return c, prefaceHTTP1, nil
+		case !bytes.HasPrefix([]byte(h2Preface), buf[:n]) || n == len(buf):
+			return c, kindOf(buf[:n]), nil
 		}
 		// A strict prefix of the preface: read it for real below.
 	}
@@ -46,17 +71,32 @@ func sniffPreface(c net.Conn, timeout time.Duration) (net.Conn, bool, error) {
 		n += m
 		if !bytes.HasPrefix([]byte(h2Preface), buf[:n]) || err != nil {
 			if err != nil && n == 0 {
-				return c, false, err
+				return c, prefaceHTTP1, err
 			}
 			break
 		}
 	}
-	h2 := n == len(buf) && string(buf[:]) == h2Preface
+	kind := kindOf(buf[:n])
 	if pc, ok := c.(*ppConn); ok {
 		pc.rest = append(append([]byte(nil), buf[:n]...), pc.rest...)
-		return c, h2, nil
+		return c, kind, nil
 	}
-	return &replayConn{Conn: c, rest: append([]byte(nil), buf[:n]...)}, h2, nil
+	return &replayConn{Conn: c, rest: append([]byte(nil), buf[:n]...)}, kind, nil
+}
+
+// goawayProtocolError is a GOAWAY frame: last stream 0, PROTOCOL_ERROR.
+var goawayProtocolError = [...]byte{0, 0, 8, 0x7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x1}
+
+// refusePreface ends a connection whose preface is invalid: a connection
+// error of type PROTOCOL_ERROR (RFC 9113 §3.5), so one GOAWAY saying so,
+// and no answer in either protocol. The close lingers (the client's
+// unread bytes would otherwise turn it into a reset that can destroy the
+// GOAWAY in flight).
+func refusePreface(c net.Conn) {
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write(goawayProtocolError[:])
+	lingerOnClose(c)
+	_ = c.Close()
 }
 
 // replayConn serves bytes already read from its connection before the

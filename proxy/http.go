@@ -42,6 +42,9 @@ type HTTPOptions struct {
 	// so that LimitListener.EndKeepAlive can close it (a listener on an
 	// address that may leave the host); see SetAddressLost.
 	TrackIdle bool
+	// HTTP2Only: no HTTP/1.x; a plain connection that does not open with
+	// the h2 preface, or a TLS one that did not negotiate "h2", is closed.
+	HTTP2Only bool
 	// Policy is the part of the rules a reload replaces in place.
 	Policy    Policy
 	AccessLog bool

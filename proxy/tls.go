@@ -101,13 +101,17 @@ func (c *Certs) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, er
 	return c.set.Load().pick(hello.ServerName), nil
 }
 
-// NewTLSListener terminates TLS on ln with the certificates in certs.
-func NewTLSListener(ln net.Listener, certs *Certs) net.Listener {
+// NewTLSListener terminates TLS on ln with the certificates in certs;
+// h2Only offers "h2" alone by ALPN.
+func NewTLSListener(ln net.Listener, certs *Certs, h2Only bool) net.Listener {
 	cfg := &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		// h2 first: a client offering both gets HTTP/2 (h2server.go).
 		NextProtos:     []string{"h2", "http/1.1"},
 		GetCertificate: certs.GetCertificate,
+	}
+	if h2Only {
+		cfg.NextProtos = cfg.NextProtos[:1]
 	}
 	return tls.NewListener(ln, cfg)
 }

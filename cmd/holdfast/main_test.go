@@ -92,7 +92,7 @@ func TestCheck(t *testing.T) {
 		{name: "invalid: every error, located", args: []string{"check", "-c", bad}, code: 1, everyError: true, stderr: []string{
 			`listeners[0].listen: bad port in "127.0.0.1:70000" (want 0..65535) (line 3)`,
 			`listeners[0].pool: unknown pool "nope" (line 4)`,
-			`listeners[0].colour: unknown key (want one of name, listen, protocol, pool, routes, proxy_protocol, trusted_proxies, upgrades, path, freebind, tls, max_connections, max_header_bytes, max_body_bytes, access_log, timeouts, request_id, allow, deny, request_headers, response_headers) (line 5)`,
+			`listeners[0].colour: unknown key (want one of name, listen, protocol, pool, routes, proxy_protocol, http2_only, trusted_proxies, upgrades, path, freebind, tls, max_connections, max_header_bytes, max_body_bytes, access_log, timeouts, request_id, allow, deny, request_headers, response_headers) (line 5)`,
 			`pools[0].health.interval: bad duration "soon" (want e.g. 250ms, 2s) (line 9)`,
 			`pools[1].name: duplicate pool name "api" (line 10)`,
 			`pools[1].panic_threshold: bad percentage "50" (want e.g. "50%") (line 12)`,
