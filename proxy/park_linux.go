@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"runtime"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +31,14 @@ import (
 //
 // Safe for concurrent use.
 type poller struct {
-	epfd   int
+	epfd int
+	// ep is epfd as a pollable file: the loop waits for the epoll set to
+	// become readable in the Go netpoller and then takes its events with
+	// a non-blocking epoll_wait. Blocking in epoll_wait itself would hold
+	// a P in a syscall until sysmon retook it (up to 10-20 ms under load,
+	// with GOMAXPROCS=1 a stall of every connection).
+	ep     *os.File
+	epRaw  syscall.RawConn
 	evfd   int // written by close to wake the loop
 	grace  time.Duration
 	tick   time.Duration // sweep period for idle deadlines
@@ -89,14 +98,28 @@ func newPoller(o pollerOptions) (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("park: epoll_create1: %w", err)
 	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		_ = unix.Close(epfd)
+		return nil, fmt.Errorf("park: epoll set non-blocking: %w", err)
+	}
+	ep := os.NewFile(uintptr(epfd), "park-epoll") // owns epfd from here
+	epRaw, err := ep.SyscallConn()
+	if err == nil {
+		// A deadline can be set only on a descriptor the netpoller took.
+		err = ep.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		_ = ep.Close()
+		return nil, fmt.Errorf("park: epoll descriptor not pollable: %w", err)
+	}
 	evfd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		_ = unix.Close(epfd)
+		_ = ep.Close()
 		return nil, fmt.Errorf("park: eventfd: %w", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(evfd)}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
-		_ = unix.Close(epfd)
+		_ = ep.Close()
 		_ = unix.Close(evfd)
 		return nil, fmt.Errorf("park: epoll_ctl eventfd: %w", err)
 	}
@@ -107,7 +130,7 @@ func newPoller(o pollerOptions) (*poller, error) {
 	if o.Trim == nil {
 		o.Trim = func() { runtime.GC(); debug.FreeOSMemory() }
 	}
-	p := &poller{epfd: epfd, evfd: evfd, grace: o.Grace, tick: tick, resume: o.Resume,
+	p := &poller{epfd: epfd, ep: ep, epRaw: epRaw, evfd: evfd, grace: o.Grace, tick: tick, resume: o.Resume,
 		gauge: o.Gauge, log: o.Log, trim: o.Trim, done: make(chan struct{})}
 	go p.run()
 	return p, nil
@@ -195,10 +218,8 @@ func (p *poller) run() {
 	events := make([]unix.EpollEvent, 256)
 	next := time.Now().Add(p.tick)
 	for {
-		wait := time.Until(next)
-		ms := int((wait + time.Millisecond - 1) / time.Millisecond)
-		n, err := unix.EpollWait(p.epfd, events, max(ms, 0))
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		n, err := p.wait(events, next)
+		if err != nil {
 			p.log.Error("park: epoll_wait failed; parked connections are closed", "err", err)
 			p.close()
 			return
@@ -216,6 +237,33 @@ func (p *poller) run() {
 			next = now.Add(p.tick)
 		}
 	}
+}
+
+// wait returns the epoll set's ready events, or 0 once next has passed.
+// It blocks in the netpoller, never in epoll_wait (see poller.ep).
+func (p *poller) wait(events []unix.EpollEvent, next time.Time) (int, error) {
+	if err := p.ep.SetReadDeadline(next); err != nil {
+		return 0, fmt.Errorf("park: set deadline: %w", err)
+	}
+	var n int
+	var werr error
+	err := p.epRaw.Read(func(fd uintptr) bool {
+		for {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			if !errors.Is(werr, unix.EINTR) {
+				return n != 0 || werr != nil
+			}
+		}
+	})
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("park: wait: %w", err)
+	case werr != nil:
+		return 0, fmt.Errorf("park: epoll_wait: %w", werr)
+	}
+	return n, nil
 }
 
 // ready hands a parked connection that woke back to be served.
@@ -299,6 +347,6 @@ func (p *poller) Close() {
 	var one = [8]byte{1}
 	_, _ = unix.Write(p.evfd, one[:])
 	<-p.done
-	_ = unix.Close(p.epfd)
+	_ = p.ep.Close()
 	_ = unix.Close(p.evfd)
 }

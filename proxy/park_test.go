@@ -269,3 +269,24 @@ func TestParkOff(t *testing.T) {
 		t.Fatalf("%v parked with park: 0", p)
 	}
 }
+
+// The poller waits for parked connections in Go's netpoller, not in a
+// blocking epoll_wait: a goroutine blocked in a syscall holds its P until
+// sysmon retakes it (10-20 ms under load), and with GOMAXPROCS=1 that stalls
+// every connection. That was the p99 tail of bench/README.md's 2026-12-03
+// section.
+func TestParkPollerWaitsInNetpoller(t *testing.T) {
+	a, _ := parkApp(t, "timeouts: { park: 10ms, idle: 30s }")
+	k := dialKeepAlive(t, a, nil)
+	k.get(t, "/")
+	waitParked(t, a, 1)
+	buf := make([]byte, 1<<20)
+	testkit.WaitFor(t, 10*time.Second, "the park poller's goroutine in IO wait", func() bool {
+		for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+			if strings.Contains(g, "proxy.(*poller).run") {
+				return strings.Contains(strings.SplitN(g, "\n", 2)[0], "[IO wait")
+			}
+		}
+		return false
+	})
+}
