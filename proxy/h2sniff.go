@@ -123,15 +123,19 @@ func (c *replayConn) Unwrap() net.Conn { return c.Conn }
 func (s *sockIO) peekWait(p []byte) (int, error) {
 	var n uintptr
 	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
+	peek := func(fd uintptr) bool {
 		for {
-			n, _, errno = syscall.Syscall6(syscall.SYS_RECVFROM, fd,
+			n, _, errno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd,
 				uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
 			if errno != syscall.EINTR {
 				return errno != syscall.EAGAIN
 			}
 		}
-	})
+	}
+	err := s.rc.Read(peek)
+	for s.again(true, &err) {
+		err = s.rc.Read(peek)
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -142,6 +142,10 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 		}
 		cc := &countedConn{Conn: c, l: l}
 		cc.direct = cc.io.init(c)
+		if cc.direct {
+			cc.dl.tc = c.(*net.TCPConn)
+			cc.io.dl = &cc.dl
+		}
 		if l.conns != nil {
 			l.connsMu.Lock()
 			l.conns[cc] = struct{}{}
@@ -174,6 +178,10 @@ type countedConn struct {
 	// io issues the socket calls directly when direct is set.
 	io     sockIO
 	direct bool
+	// dl keeps a direct connection's deadlines (lazily; see
+	// lazyDeadlines): every deadline goes through SetDeadline,
+	// SetReadDeadline and SetWriteDeadline below, never to Conn's.
+	dl lazyDeadlines
 	// pk is the connection's parking state (park.go); pk.p is nil for a
 	// connection that is never parked (TLS, not a socket, parking off).
 	pk parkState
@@ -199,6 +207,31 @@ func (c *countedConn) Write(p []byte) (int, error) {
 		return c.io.write(p)
 	}
 	return c.Conn.Write(p)
+}
+
+// SetDeadline sets the read and write deadlines.
+func (c *countedConn) SetDeadline(t time.Time) error {
+	if c.direct {
+		return c.dl.SetDeadline(t)
+	}
+	return c.Conn.SetDeadline(t)
+}
+
+// SetWriteDeadline sets the write deadline.
+func (c *countedConn) SetWriteDeadline(t time.Time) error {
+	if c.direct {
+		return c.dl.SetWriteDeadline(t)
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// setReadDeadline sets the socket's read deadline (SetReadDeadline is
+// fasthttp's, with the park grace in it).
+func (c *countedConn) setReadDeadline(t time.Time) error {
+	if c.direct {
+		return c.dl.SetReadDeadline(t)
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 // Read reads from the client. It does not yield before reading (see

@@ -70,11 +70,11 @@ func (c *countedConn) SetReadDeadline(t time.Time) error {
 		g := time.Now().Add(c.pk.p.grace)
 		if t.IsZero() || g.Before(t) {
 			c.pk.graced = true
-			return c.Conn.SetReadDeadline(g)
+			return c.setReadDeadline(g)
 		}
 		c.pk.graced = false
 	}
-	return c.Conn.SetReadDeadline(t)
+	return c.setReadDeadline(t)
 }
 
 // idleRead is the first read of a keep-alive wait. Past the grace with no
@@ -85,7 +85,7 @@ func (c *countedConn) idleRead(p []byte) (int, error) {
 		// fasthttp set no deadline (no idle or read timeout): the grace
 		// still applies.
 		c.pk.graced = true
-		if err := c.Conn.SetReadDeadline(time.Now().Add(c.pk.p.grace)); err != nil {
+		if err := c.setReadDeadline(time.Now().Add(c.pk.p.grace)); err != nil {
 			return 0, err
 		}
 	}
@@ -99,7 +99,7 @@ func (c *countedConn) idleRead(p []byte) (int, error) {
 	}
 	// The socket keeps no deadline while parked: the poller's sweep
 	// enforces idleDL, and the next serve sets its own.
-	if err := c.Conn.SetReadDeadline(time.Time{}); err != nil {
+	if err := c.setReadDeadline(time.Time{}); err != nil {
 		return 0, err
 	}
 	c.pk.state.Store(connParkPending)
