@@ -24,7 +24,6 @@ import (
 // goroutine (interrupting a blocked read) must not be undone by a re-arm
 // racing with it.
 type lazyDeadlines struct {
-	tc *net.TCPConn
 	mu sync.Mutex
 	rd lazyDeadline
 	wd lazyDeadline
@@ -59,46 +58,46 @@ func (d *lazyDeadline) set(t time.Time) (move bool) {
 }
 
 // SetReadDeadline sets the read deadline (see lazyDeadlines).
-func (l *lazyDeadlines) SetReadDeadline(t time.Time) error {
+func (l *lazyDeadlines) SetReadDeadline(tc *net.TCPConn, t time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.rd.set(t) {
-		return l.tc.SetReadDeadline(t)
+		return tc.SetReadDeadline(t)
 	}
 	return nil
 }
 
 // SetWriteDeadline sets the write deadline (see lazyDeadlines).
-func (l *lazyDeadlines) SetWriteDeadline(t time.Time) error {
+func (l *lazyDeadlines) SetWriteDeadline(tc *net.TCPConn, t time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.wd.set(t) {
-		return l.tc.SetWriteDeadline(t)
+		return tc.SetWriteDeadline(t)
 	}
 	return nil
 }
 
 // SetDeadline sets both.
-func (l *lazyDeadlines) SetDeadline(t time.Time) error {
-	if err := l.SetReadDeadline(t); err != nil {
+func (l *lazyDeadlines) SetDeadline(tc *net.TCPConn, t time.Time) error {
+	if err := l.SetReadDeadline(tc, t); err != nil {
 		return err
 	}
-	return l.SetWriteDeadline(t)
+	return l.SetWriteDeadline(tc, t)
 }
 
 // early is called when the socket's read (write: false) deadline fired.
 // It reports whether that was early: then the socket has been re-armed at
 // the deadline asked for (or cleared, if none is) and the call is to be
 // retried; false means the deadline asked for has passed.
-func (l *lazyDeadlines) early(read bool) (bool, error) {
+func (l *lazyDeadlines) early(tc *net.TCPConn, read bool) (bool, error) {
 	if l == nil {
 		return false, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	d, set := &l.rd, l.tc.SetReadDeadline
+	d, set := &l.rd, tc.SetReadDeadline
 	if !read {
-		d, set = &l.wd, l.tc.SetWriteDeadline
+		d, set = &l.wd, tc.SetWriteDeadline
 	}
 	if d.want != 0 && time.Now().UnixNano() >= d.want {
 		return false, nil

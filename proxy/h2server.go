@@ -179,23 +179,31 @@ func (s *h2Side) shutdown(ctx context.Context) {
 	}
 }
 
-// h2Listener sorts accepted connections: h2 ones are served here, the
-// rest handed to fasthttp through Accept. The TLS handshake and the
-// sniffing of a plain connection run on the connection's own goroutine,
-// never in the accept loop.
+// h2Listener sorts accepted connections: h2 ones are served by the h2
+// side, the rest by fasthttp (Server.ServeConn), each on the goroutine
+// that sorted it: the TLS handshake and the sniffing of a plain
+// connection run on the connection's own goroutine, never in the accept
+// loop, and no connection changes goroutines on its way to fasthttp (one
+// goroutine start per connection, not two, and no channel hand-off).
+// fasthttp's Serve gets the listener for its shutdown bookkeeping only:
+// Accept returns nothing until the listener stops.
 type h2Listener struct {
 	net.Listener
-	h     *HTTP
-	conns chan net.Conn
-	done  chan struct{} // closed once accepting ended
-	err   error
+	h *HTTP
+	// prepare readies an HTTP/1.x connection before fasthttp serves it
+	// (parking); nil: nothing to do. Set before the first Accept.
+	prepare func(net.Conn)
+	done    chan struct{} // closed once accepting ended
+	err     error
 }
 
 func (h *HTTP) h2Listen(ln net.Listener) *h2Listener {
-	l := &h2Listener{Listener: ln, h: h, conns: make(chan net.Conn), done: make(chan struct{})}
-	go l.loop()
+	l := &h2Listener{Listener: ln, h: h, done: make(chan struct{})}
 	return l
 }
+
+// start runs the accept loop; after prepare is set.
+func (l *h2Listener) start() { go l.loop() }
 
 func (l *h2Listener) loop() {
 	for {
@@ -209,14 +217,10 @@ func (l *h2Listener) loop() {
 	}
 }
 
-// Accept returns the next HTTP/1.x connection.
+// Accept waits until the listener stops; connections are served by sort.
 func (l *h2Listener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, l.err
-	}
+	<-l.done
+	return nil, l.err
 }
 
 func (l *h2Listener) sort(c net.Conn) {
@@ -224,15 +228,13 @@ func (l *h2Listener) sort(c net.Conn) {
 	if c == nil {
 		return
 	}
-	select {
-	case l.conns <- c:
-	case <-l.done:
-		// fasthttp stopped accepting (a drain, a hand-over) after this
-		// connection was accepted: it is served here, so the request it
-		// carries gets its answer (with Connection: close) rather than a
-		// close without one.
-		_ = l.h.srv.ServeConn(c)
+	if l.prepare != nil {
+		l.prepare(c)
 	}
+	// Also after fasthttp stopped accepting (a drain, a hand-over): the
+	// request the connection carries gets its answer (with Connection:
+	// close) rather than a close without one.
+	_ = l.h.srv.ServeConn(c)
 }
 
 // classify serves an h2 connection (in a goroutine of its own) and

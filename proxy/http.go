@@ -277,7 +277,7 @@ func (h *HTTP) SetRoutes(rt *Routes) {
 // Serve accepts connections on ln until Shutdown. With Park set, plain
 // TCP keep-alive connections are parked once idle past it.
 func (h *HTTP) Serve(ln net.Listener) error {
-	ln = h.h2Listen(ln) // h2 connections never reach fasthttp, nor parking
+	hl := h.h2Listen(ln) // h2 connections never reach fasthttp, nor parking
 	if h.opts.Park > 0 && parkSupported {
 		var gauge prometheus.Gauge
 		if h.opts.Metrics != nil {
@@ -289,10 +289,11 @@ func (h *HTTP) Serve(ln net.Listener) error {
 			h.log.Warn("idle connections keep their goroutine", "err", err)
 		} else {
 			h.poller.Store(p)
-			ln = &parkListener{Listener: ln, p: p}
+			hl.prepare = func(c net.Conn) { enablePark(p, c) }
 		}
 	}
-	return h.srv.Serve(ln)
+	hl.start()
+	return h.srv.Serve(hl)
 }
 
 // Server exposes the fasthttp server (TLS setup, tests).

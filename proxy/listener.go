@@ -143,7 +143,6 @@ func (l *LimitListener) Accept() (net.Conn, error) {
 		cc := &countedConn{Conn: c, l: l}
 		cc.direct = cc.io.init(c)
 		if cc.direct {
-			cc.dl.tc = c.(*net.TCPConn)
 			cc.io.dl = &cc.dl
 		}
 		if l.conns != nil {
@@ -212,7 +211,7 @@ func (c *countedConn) Write(p []byte) (int, error) {
 // SetDeadline sets the read and write deadlines.
 func (c *countedConn) SetDeadline(t time.Time) error {
 	if c.direct {
-		return c.dl.SetDeadline(t)
+		return c.dl.SetDeadline(c.io.tc, t)
 	}
 	return c.Conn.SetDeadline(t)
 }
@@ -220,7 +219,7 @@ func (c *countedConn) SetDeadline(t time.Time) error {
 // SetWriteDeadline sets the write deadline.
 func (c *countedConn) SetWriteDeadline(t time.Time) error {
 	if c.direct {
-		return c.dl.SetWriteDeadline(t)
+		return c.dl.SetWriteDeadline(c.io.tc, t)
 	}
 	return c.Conn.SetWriteDeadline(t)
 }
@@ -229,7 +228,7 @@ func (c *countedConn) SetWriteDeadline(t time.Time) error {
 // fasthttp's, with the park grace in it).
 func (c *countedConn) setReadDeadline(t time.Time) error {
 	if c.direct {
-		return c.dl.SetReadDeadline(t)
+		return c.dl.SetReadDeadline(c.io.tc, t)
 	}
 	return c.Conn.SetReadDeadline(t)
 }

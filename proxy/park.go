@@ -33,15 +33,16 @@ var errParked = errors.New("keep-alive connection parked")
 type parkState struct {
 	p     *poller
 	outer net.Conn // the connection fasthttp serves (a PROXY-protocol wrapper, or c)
+	// idleDL is the idle deadline fasthttp asked for (Unix nanoseconds;
+	// 0: none).
+	idleDL int64
+	state  atomic.Int32
+	seq    uint32
+	fd     int32
 	// idle: fasthttp is waiting for the next request (ConnState idle)
 	// and has not read since; graced: the socket's read deadline is the
-	// park grace rather than idleDL, the idle deadline fasthttp asked
-	// for (Unix nanoseconds; 0: none).
+	// park grace rather than idleDL.
 	idle, graced, armed bool
-	idleDL              int64
-	state               atomic.Int32
-	seq                 uint32
-	fd                  int32
 }
 
 // enablePark makes c parkable by p; outer is what fasthttp serves.
@@ -143,28 +144,19 @@ func counted(c net.Conn) *countedConn {
 	return nil
 }
 
-// parkListener makes the plain TCP connections of a listener parkable.
-type parkListener struct {
-	net.Listener
-	p *poller
-}
-
-func (l *parkListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
+// enablePark makes c parkable by p if it is a plain TCP connection
+// (under a PROXY-protocol wrapper or none; TLS keeps its goroutine).
+func enablePark(p *poller, c net.Conn) {
 	inner := c
 	for range 3 {
 		switch v := inner.(type) {
 		case *countedConn:
-			v.enablePark(l.p, c)
-			return c, nil
+			v.enablePark(p, c)
+			return
 		case *ppConn:
 			inner = v.Conn
 		default:
-			return c, nil // TLS keeps its goroutine
+			return
 		}
 	}
-	return c, nil
 }

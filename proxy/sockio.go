@@ -22,26 +22,28 @@ import (
 // interleave them either).
 type sockIO struct {
 	rc syscall.RawConn
+	tc *net.TCPConn // the socket's conn: addresses for errors, deadlines
 	// dl, when set, keeps the deadlines lazily: a deadline that fires
 	// early is re-armed and the call goes on (see lazyDeadlines).
 	dl      *lazyDeadlines
-	laddr   net.Addr
-	raddr   net.Addr
-	readFn  func(uintptr) bool
+	readFn  func(uintptr) bool // doRead, or a peek while peeking
 	writeFn func(uintptr) bool
-	peekFn  func(uintptr) bool
 
 	rbuf []byte
-	rn   int
-	rerr syscall.Errno
+	rn   int32 // a socket read is far below 2 GiB
+	rerr int32 // errno
 
 	wbuf []byte
 	wn   int
-	werr syscall.Errno
+	werr int32 // errno
 
 	peek     [1]byte
+	peeking  bool
 	peekOpen bool
 }
+
+// The fields are kept small: every idle client connection, parked or not,
+// holds one sockIO.
 
 // init prepares c for direct socket calls; false leaves c's own Read and
 // Write in use (not a socket, or TLS and the like).
@@ -54,8 +56,8 @@ func (s *sockIO) init(c net.Conn) bool {
 	if err != nil {
 		return false
 	}
-	s.rc, s.laddr, s.raddr = rc, c.LocalAddr(), c.RemoteAddr()
-	s.readFn, s.writeFn, s.peekFn = s.doRead, s.doWrite, s.doPeek
+	s.rc, s.tc = rc, tc
+	s.readFn, s.writeFn = s.doRead, s.doWrite
 	return true
 }
 
@@ -65,9 +67,9 @@ func (s *sockIO) init(c net.Conn) bool {
 // on a reused connection, so a dead one is never taken for a backend that
 // saw the request.
 func (s *sockIO) peerClosed() bool {
-	s.rbuf = s.peek[:]
-	err := s.rc.Read(s.peekFn)
-	s.rbuf = nil
+	s.peeking = true
+	err := s.rc.Read(s.readFn)
+	s.peeking = false
 	return err != nil || !s.peekOpen
 }
 
@@ -82,6 +84,9 @@ func (s *sockIO) doPeek(fd uintptr) bool {
 }
 
 func (s *sockIO) doRead(fd uintptr) bool {
+	if s.peeking {
+		return s.doPeek(fd)
+	}
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd,
 			uintptr(unsafe.Pointer(&s.rbuf[0])), uintptr(len(s.rbuf)), 0, 0, 0)
@@ -91,7 +96,7 @@ func (s *sockIO) doRead(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false // wait until readable
 		}
-		s.rn, s.rerr = int(n), e
+		s.rn, s.rerr = int32(n), int32(e)
 		return true
 	}
 }
@@ -110,12 +115,12 @@ func (s *sockIO) read(p []byte) (int, error) {
 		return 0, s.opError("read", err)
 	}
 	if s.rerr != 0 {
-		return 0, s.opError("read", os.NewSyscallError("recvfrom", s.rerr))
+		return 0, s.opError("read", os.NewSyscallError("recvfrom", syscall.Errno(s.rerr)))
 	}
 	if s.rn == 0 {
 		return 0, io.EOF
 	}
-	return s.rn, nil
+	return int(s.rn), nil
 }
 
 func (s *sockIO) doWrite(fd uintptr) bool {
@@ -129,7 +134,7 @@ func (s *sockIO) doWrite(fd uintptr) bool {
 		case syscall.EAGAIN:
 			return false // wait until writable, then go on
 		default:
-			s.werr = e
+			s.werr = int32(e)
 			return true
 		}
 	}
@@ -151,7 +156,7 @@ func (s *sockIO) write(p []byte) (int, error) {
 		return n, s.opError("write", err)
 	}
 	if s.werr != 0 {
-		return n, s.opError("write", os.NewSyscallError("sendto", s.werr))
+		return n, s.opError("write", os.NewSyscallError("sendto", syscall.Errno(s.werr)))
 	}
 	return n, nil
 }
@@ -163,7 +168,7 @@ func (s *sockIO) again(read bool, err *error) bool {
 	if *err == nil || !timedOut(*err) {
 		return false
 	}
-	again, aerr := s.dl.early(read)
+	again, aerr := s.dl.early(s.tc, read)
 	if aerr != nil {
 		*err = aerr
 		return false
@@ -174,5 +179,5 @@ func (s *sockIO) again(read bool, err *error) bool {
 // opError wraps err as the net package does, so callers see the usual
 // *net.OpError (Timeout, errors.Is(err, net.ErrClosed), syscall errnos).
 func (s *sockIO) opError(op string, err error) error {
-	return &net.OpError{Op: op, Net: "tcp", Source: s.laddr, Addr: s.raddr, Err: err}
+	return &net.OpError{Op: op, Net: "tcp", Source: s.tc.LocalAddr(), Addr: s.tc.RemoteAddr(), Err: err}
 }
