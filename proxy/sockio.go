@@ -26,7 +26,7 @@ type sockIO struct {
 	// dl, when set, keeps the deadlines lazily: a deadline that fires
 	// early is re-armed and the call goes on (see lazyDeadlines).
 	dl      *lazyDeadlines
-	readFn  func(uintptr) bool // doRead, or a peek while peeking
+	readFn  func(uintptr) bool // doRead: a read, a peek or a send and read (mode)
 	writeFn func(uintptr) bool
 
 	rbuf []byte
@@ -38,9 +38,15 @@ type sockIO struct {
 	werr int32 // errno
 
 	peek     [1]byte
-	peeking  bool
+	mode     uint8 // what readFn does: modeRead, modePeek, modeSend
 	peekOpen bool
 }
+
+const (
+	modeRead uint8 = iota
+	modePeek       // peerClosed
+	modeSend       // sendRead: wbuf first, then the read
+)
 
 // The fields are kept small: every idle client connection, parked or not,
 // holds one sockIO.
@@ -67,9 +73,9 @@ func (s *sockIO) init(c net.Conn) bool {
 // on a reused connection, so a dead one is never taken for a backend that
 // saw the request.
 func (s *sockIO) peerClosed() bool {
-	s.peeking = true
+	s.mode = modePeek
 	err := s.rc.Read(s.readFn)
-	s.peeking = false
+	s.mode = modeRead
 	return err != nil || !s.peekOpen
 }
 
@@ -84,8 +90,15 @@ func (s *sockIO) doPeek(fd uintptr) bool {
 }
 
 func (s *sockIO) doRead(fd uintptr) bool {
-	if s.peeking {
+	switch s.mode {
+	case modePeek:
 		return s.doPeek(fd)
+	case modeSend:
+		s.mode = modeRead
+		if done := s.doWrite(fd); !done || s.werr != 0 {
+			return true // sendRead finishes the write, or reports its error
+		}
+		return false // sent: wait for the answer; no read is tried before it
 	}
 	for {
 		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd,
@@ -111,6 +124,11 @@ func (s *sockIO) read(p []byte) (int, error) {
 		err = s.rc.Read(s.readFn)
 	}
 	s.rbuf = nil
+	return s.readResult(err)
+}
+
+// readResult is what a read that ended with err (from RawConn.Read) gave.
+func (s *sockIO) readResult(err error) (int, error) {
 	if err != nil {
 		return 0, s.opError("read", err)
 	}
@@ -121,6 +139,38 @@ func (s *sockIO) read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return int(s.rn), nil
+}
+
+// sendRead sends w, then reads into p, as one RawConn.Read: the wait for
+// the answer is armed before w goes out, so no read is tried before the
+// answer can be there. (A read right after a send finds nothing yet: an
+// EAGAIN recvfrom per request, which a RawConn.Read must otherwise try
+// first, since the netpoller forgets readiness from before the wait.)
+// When w cannot all go out without waiting (the send buffer is full), the
+// rest is written the ordinary way first. sent is how much of w went out.
+func (s *sockIO) sendRead(w, p []byte) (sent, n int, err error) {
+	s.wbuf, s.wn, s.werr = w, 0, 0
+	s.rbuf, s.rn, s.rerr = p, 0, 0
+	s.mode = modeSend
+	err = s.rc.Read(s.readFn)
+	s.mode = modeRead
+	sent, s.wbuf = s.wn, nil
+	if err == nil && s.werr != 0 {
+		s.rbuf = nil
+		return sent, 0, s.opError("write", os.NewSyscallError("sendto", syscall.Errno(s.werr)))
+	}
+	if err == nil && sent < len(w) {
+		s.rbuf = nil
+		m, err := s.write(w[sent:])
+		if sent += m; err != nil {
+			return sent, 0, err
+		}
+		n, err = s.read(p)
+		return sent, n, err
+	}
+	s.rbuf = nil
+	n, err = s.readResult(err)
+	return sent, n, err
 }
 
 func (s *sockIO) doWrite(fd uintptr) bool {

@@ -182,9 +182,25 @@ type upConn struct {
 	// acknowledged bytes at dial, to tell whether the backend received a
 	// request (see unacked).
 	sent, acked0 uint64
+	// deferSend: the next Write is a request's last (exchange); it is
+	// held in pending and sent by the Read of the answer (sockIO.sendRead).
+	deferSend bool
+	pending   []byte
 }
 
+// maxDeferred bounds what a Write may leave in pending: a request head,
+// not a body (pending stays allocated with the connection).
+const maxDeferred = 4096
+
 func (c *upConn) Write(b []byte) (int, error) {
+	if c.direct && c.deferSend && len(c.pending) == 0 && len(b) <= maxDeferred {
+		c.deferSend = false
+		c.pending = append(c.pending, b...)
+		return len(b), nil
+	}
+	if err := c.sendPending(); err != nil {
+		return 0, err
+	}
 	var n int
 	var err error
 	if c.direct {
@@ -205,10 +221,28 @@ func (c *upConn) Write(b []byte) (int, error) {
 // sysmon's forced poll (10 ms, or far longer when sysmon cannot run):
 // the p99 tail of bench/README.md "Where the p99 went".
 func (c *upConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		w := c.pending
+		c.pending = c.pending[:0]
+		sent, n, err := c.io.sendRead(w, p)
+		c.sent += uint64(sent)
+		return n, err
+	}
 	if c.direct {
 		return c.io.read(p)
 	}
 	return c.Conn.Read(p)
+}
+
+// sendPending sends what a deferred Write left (before any other write).
+func (c *upConn) sendPending() error {
+	if len(c.pending) == 0 {
+		return nil
+	}
+	n, err := c.io.write(c.pending)
+	c.sent += uint64(n)
+	c.pending = c.pending[:0]
+	return err
 }
 
 // unacked reports whether bytes written on c were never acknowledged by the
@@ -507,7 +541,12 @@ func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fas
 		}
 	}
 	if err == nil {
+		// The request's last bytes go out with the read of its answer
+		// (sockIO.sendRead): that read then waits for the answer rather
+		// than first trying the socket for nothing.
+		uc.deferSend = body == nil
 		err = bw.Flush()
+		uc.deferSend = false
 	}
 	hc.ReleaseWriter(bw)
 	if err != nil {
