@@ -59,19 +59,21 @@ func (d *lazyDeadline) set(t time.Time) (move bool) {
 
 // SetReadDeadline sets the read deadline (see lazyDeadlines).
 func (l *lazyDeadlines) SetReadDeadline(tc *net.TCPConn, t time.Time) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.rd.set(t) {
-		return tc.SetReadDeadline(t)
-	}
-	return nil
+	return l.set(tc, true, t)
 }
 
 // SetWriteDeadline sets the write deadline (see lazyDeadlines).
 func (l *lazyDeadlines) SetWriteDeadline(tc *net.TCPConn, t time.Time) error {
+	return l.set(tc, false, t)
+}
+
+func (l *lazyDeadlines) set(tc *net.TCPConn, read bool, t time.Time) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.wd.set(t) {
+	switch {
+	case read && l.rd.set(t):
+		return tc.SetReadDeadline(t)
+	case !read && l.wd.set(t):
 		return tc.SetWriteDeadline(t)
 	}
 	return nil

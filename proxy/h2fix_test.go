@@ -106,12 +106,10 @@ func (h *h2Client) outcome(id uint32) (string, []int) {
 	}
 }
 
-// TestH2MalformedRequestsReset: requests carrying a connection-specific
-// header field or a TE other than "trailers" are malformed (RFC 9113
-// §8.2.2): each is reset with PROTOCOL_ERROR and never reaches a backend,
-// while the connection (and the HPACK table the client keeps using) goes
-// on serving the well-formed requests around them.
-func TestH2MalformedRequestsReset(t *testing.T) {
+// h2ClientOnOneBackend starts holdfast with a plain listener in front of
+// one backend and connects an h2c (prior knowledge) client to it.
+func h2ClientOnOneBackend(t *testing.T) (*testkit.Backend, *h2Client) {
+	t.Helper()
 	be := testkit.StartBackend(t, "b")
 	a := startL4(t, fmt.Sprintf(`
 listeners:
@@ -119,7 +117,16 @@ listeners:
 pools:
   - { name: p, backends: [%s], health: { type: none } }
 `, be.Addr))
-	h := dialH2Client(t, a.ListenerAddr("web").String())
+	return be, dialH2Client(t, a.ListenerAddr("web").String())
+}
+
+// TestH2MalformedRequestsReset: requests carrying a connection-specific
+// header field or a TE other than "trailers" are malformed (RFC 9113
+// §8.2.2): each is reset with PROTOCOL_ERROR and never reaches a backend,
+// while the connection (and the HPACK table the client keeps using) goes
+// on serving the well-formed requests around them.
+func TestH2MalformedRequestsReset(t *testing.T) {
+	be, h := h2ClientOnOneBackend(t)
 	ok := fmt.Sprintf("status 200 body %q", "b\n")
 	cases := []struct {
 		extra []string
@@ -153,14 +160,7 @@ pools:
 // order (RFC 9113 §6.5.3): it is acknowledged, and the last value (1)
 // governs the response's DATA frames.
 func TestH2DuplicateSettingsApplyInOrder(t *testing.T) {
-	be := testkit.StartBackend(t, "b")
-	a := startL4(t, fmt.Sprintf(`
-listeners:
-  - { name: web, listen: 127.0.0.1:0, pool: p }
-pools:
-  - { name: p, backends: [%s], health: { type: none } }
-`, be.Addr))
-	h := dialH2Client(t, a.ListenerAddr("web").String())
+	_, h := h2ClientOnOneBackend(t)
 	if err := h.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 100},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1},
