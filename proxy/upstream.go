@@ -91,6 +91,7 @@ type Upstream struct {
 	hc     *fasthttp.HostClient
 	cfg    UpstreamConfig
 	active atomic.Int64  // connections checked out by a request
+	demand demand        // the most checked out at once, lately (idleFull)
 	slots  chan struct{} // one per open connection, up to MaxConns; nil: unlimited
 	// dialFn replaces net.DialTimeout (tests inject failures).
 	dialFn func(addr string, timeout time.Duration) (net.Conn, error)
@@ -508,7 +509,7 @@ func (u *Upstream) roundTrip(req *fasthttp.Request, resp *fasthttp.Response, ar 
 func (u *Upstream) exchange(cc any, uc *upConn, req *fasthttp.Request, resp *fasthttp.Response, body *reqBody, client net.Conn, writeIdle, perTry time.Duration) error {
 	hc := u.hc
 	conn := net.Conn(uc)
-	u.active.Add(1)
+	u.demand.saw(u.active.Add(1))
 	closeConn := func() {
 		u.active.Add(-1)
 		connOps.close(hc, cc)
@@ -653,11 +654,54 @@ func readHead(resp *fasthttp.Response, br *bufio.Reader) error {
 	}
 }
 
+// idleFull reports whether a connection coming back from a request is to
+// be closed rather than kept: MaxIdle connections would already sit idle
+// beyond the recent demand, the most requests in flight at once over the
+// last one to two seconds. Measured against the connections checked out at
+// this instant instead, a pool under load, whose requests spend part of
+// their time queued in holdfast rather than at the backend, closed and
+// redialled connections on every swing of that count (with 256 clients on
+// one backend and the default 128: 10% more CPU per request, and p99 1.4×).
 func (u *Upstream) idleFull() bool {
 	if u.cfg.MaxIdle <= 0 {
 		return false
 	}
-	return u.ep.Conns()-u.active.Load() >= int64(u.cfg.MaxIdle)
+	return u.ep.Conns()-u.demand.recent(u.active.Load()) >= int64(u.cfg.MaxIdle)
+}
+
+// demand keeps the peak of a count over the current and the previous
+// window of demandWindow. Safe for concurrent use; a peak lost to a race
+// between two updates only makes the pool close a connection sooner.
+type demand struct {
+	peak, prev atomic.Int64
+	since      atomic.Int64 // window start, nanoseconds since monoStart
+}
+
+const demandWindow = time.Second
+
+// monoStart anchors the monotonic readings of demand (one clock read, not
+// time.Now's two).
+var monoStart = time.Now()
+
+// saw records a value of the count.
+func (d *demand) saw(n int64) {
+	if n > d.peak.Load() {
+		d.peak.Store(n)
+	}
+}
+
+// recent is the peak over the current and the previous window; now is the
+// count at present (it starts the next window's peak).
+func (d *demand) recent(now int64) int64 {
+	t := int64(time.Since(monoStart))
+	if since := d.since.Load(); t-since >= int64(demandWindow) && d.since.CompareAndSwap(since, t) {
+		last := d.peak.Swap(now)
+		if t-since >= 2*int64(demandWindow) {
+			last = now // the last window with a peak is long gone
+		}
+		d.prev.Store(last)
+	}
+	return max(d.peak.Load(), d.prev.Load(), now)
 }
 
 // Body framings of a streamed response.
