@@ -50,7 +50,15 @@ type h2fixConn struct {
 	bad     bool // the open header block is malformed (see above)
 	te      int  // TE fields seen in the open block
 	hold    []byte
+	// w coalesces the server's writes (h2coalesce).
+	w *h2coalesce
 }
+
+// Write hands the server's bytes to the coalescing writer.
+func (c *h2fixConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// Close sends what is pending and closes the connection.
+func (c *h2fixConn) Close() error { return c.w.Close() }
 
 // h2fixTLSConn is h2fixConn on a TLS connection: x/net's server reads the
 // TLS state through ConnectionState.
@@ -68,7 +76,7 @@ const h2MaxFrame = 16 << 10
 // wrapH2Fix puts the corrections in front of a client connection that
 // starts with (or, sawPreface, has already sent) the client preface.
 func wrapH2Fix(c net.Conn, sawPreface bool) net.Conn {
-	f := &h2fixConn{Conn: c, br: bufio.NewReaderSize(c, 4<<10)}
+	f := &h2fixConn{Conn: c, br: bufio.NewReaderSize(c, 4<<10), w: newH2Coalesce(c)}
 	if !sawPreface {
 		f.preface = len(h2Preface)
 	}
