@@ -165,11 +165,8 @@ func NewHTTP(o HTTPOptions, rt *Routes) *HTTP {
 	if o.TrackIdle || (o.Park > 0 && parkSupported) {
 		h.srv.ConnState = h.connState
 	}
-	if o.Park > 0 && parkSupported {
-		// A worker whose connection was parked does not wait long for
-		// another: idle goroutines are what parking gets rid of.
-		h.srv.MaxIdleWorkerDuration = max(o.Park, time.Second)
-	}
+	// fasthttp's worker pool serves no connection: h2Listener serves each
+	// one (Server.ServeConn) on the goroutine that sorted it.
 	return h
 }
 
