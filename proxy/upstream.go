@@ -675,9 +675,14 @@ func (u *Upstream) idleFull() bool {
 type demand struct {
 	peak, prev atomic.Int64
 	since      atomic.Int64 // window start, nanoseconds since monoStart
+	calls      atomic.Uint32
 }
 
 const demandWindow = time.Second
+
+// demandClockEvery: the clock is read on one release in this many (a
+// window is then at least that many releases long).
+const demandClockEvery = 64
 
 // monoStart anchors the monotonic readings of demand (one clock read, not
 // time.Now's two).
@@ -693,6 +698,9 @@ func (d *demand) saw(n int64) {
 // recent is the peak over the current and the previous window; now is the
 // count at present (it starts the next window's peak).
 func (d *demand) recent(now int64) int64 {
+	if d.calls.Add(1)%demandClockEvery != 0 {
+		return max(d.peak.Load(), d.prev.Load(), now)
+	}
 	t := int64(time.Since(monoStart))
 	if since := d.since.Load(); t-since >= int64(demandWindow) && d.since.CompareAndSwap(since, t) {
 		last := d.peak.Swap(now)
