@@ -11,30 +11,11 @@ import (
 	"time"
 )
 
-func pipePair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(); _ = peer.Close() })
-	return c, peer
-}
-
 // Writes from several goroutines all arrive, each whole and in the order
 // of its own writer, and what is pending when Close is called still goes
 // out before the connection closes.
 func TestH2CoalesceDeliversEverythingThenCloses(t *testing.T) {
-	c, peer := pipePair(t)
+	c, peer := loopbackPair(t)
 	w := newH2Coalesce(c)
 	const writers, each = 4, 500
 	var wg sync.WaitGroup
@@ -81,7 +62,7 @@ func TestH2CoalesceDeliversEverythingThenCloses(t *testing.T) {
 // A send that fails (the peer reset the connection) fails the writes
 // after it instead of piling them up.
 func TestH2CoalesceFailsAfterSendError(t *testing.T) {
-	c, peer := pipePair(t)
+	c, peer := loopbackPair(t)
 	_ = peer.(*net.TCPConn).SetLinger(0)
 	_ = peer.Close() // RST
 	w := newH2Coalesce(c)

@@ -191,19 +191,18 @@ type h2Listener struct {
 	net.Listener
 	h *HTTP
 	// prepare readies an HTTP/1.x connection before fasthttp serves it
-	// (parking); nil: nothing to do. Set before the first Accept.
+	// (parking); nil: nothing to do.
 	prepare func(net.Conn)
 	done    chan struct{} // closed once accepting ended
 	err     error
 }
 
-func (h *HTTP) h2Listen(ln net.Listener) *h2Listener {
-	l := &h2Listener{Listener: ln, h: h, done: make(chan struct{})}
+// h2Listen starts sorting the connections ln accepts.
+func (h *HTTP) h2Listen(ln net.Listener, prepare func(net.Conn)) *h2Listener {
+	l := &h2Listener{Listener: ln, h: h, prepare: prepare, done: make(chan struct{})}
+	go l.loop()
 	return l
 }
-
-// start runs the accept loop; after prepare is set.
-func (l *h2Listener) start() { go l.loop() }
 
 func (l *h2Listener) loop() {
 	for {

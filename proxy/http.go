@@ -274,7 +274,7 @@ func (h *HTTP) SetRoutes(rt *Routes) {
 // Serve accepts connections on ln until Shutdown. With Park set, plain
 // TCP keep-alive connections are parked once idle past it.
 func (h *HTTP) Serve(ln net.Listener) error {
-	hl := h.h2Listen(ln) // h2 connections never reach fasthttp, nor parking
+	var prepare func(net.Conn)
 	if h.opts.Park > 0 && parkSupported {
 		var gauge prometheus.Gauge
 		if h.opts.Metrics != nil {
@@ -286,11 +286,11 @@ func (h *HTTP) Serve(ln net.Listener) error {
 			h.log.Warn("idle connections keep their goroutine", "err", err)
 		} else {
 			h.poller.Store(p)
-			hl.prepare = func(c net.Conn) { enablePark(p, c) }
+			prepare = func(c net.Conn) { enablePark(p, c) }
 		}
 	}
-	hl.start()
-	return h.srv.Serve(hl)
+	// h2 connections never reach fasthttp, nor parking.
+	return h.srv.Serve(h.h2Listen(ln, prepare))
 }
 
 // Server exposes the fasthttp server (TLS setup, tests).

@@ -19,7 +19,8 @@ import (
 //
 // One goroutine may read while another writes; reads must not run
 // concurrently with reads, nor writes with writes (net.Conn callers do not
-// interleave them either).
+// interleave them either). The fields are kept small: every idle client
+// connection, parked or not, holds one sockIO.
 type sockIO struct {
 	rc syscall.RawConn
 	tc *net.TCPConn // the socket's conn: addresses for errors, deadlines
@@ -47,9 +48,6 @@ const (
 	modePeek       // peerClosed
 	modeSend       // sendRead: wbuf first, then the read
 )
-
-// The fields are kept small: every idle client connection, parked or not,
-// holds one sockIO.
 
 // init prepares c for direct socket calls; false leaves c's own Read and
 // Write in use (not a socket, or TLS and the like).
@@ -154,13 +152,11 @@ func (s *sockIO) sendRead(w, p []byte) (sent, n int, err error) {
 	s.mode = modeSend
 	err = s.rc.Read(s.readFn)
 	s.mode = modeRead
-	sent, s.wbuf = s.wn, nil
+	sent, s.wbuf, s.rbuf = s.wn, nil, nil
 	if err == nil && s.werr != 0 {
-		s.rbuf = nil
 		return sent, 0, s.opError("write", os.NewSyscallError("sendto", syscall.Errno(s.werr)))
 	}
 	if err == nil && sent < len(w) {
-		s.rbuf = nil
 		m, err := s.write(w[sent:])
 		if sent += m; err != nil {
 			return sent, 0, err
@@ -168,7 +164,6 @@ func (s *sockIO) sendRead(w, p []byte) (sent, n int, err error) {
 		n, err = s.read(p)
 		return sent, n, err
 	}
-	s.rbuf = nil
 	n, err = s.readResult(err)
 	return sent, n, err
 }

@@ -8,9 +8,8 @@ import (
 	"time"
 )
 
-// tcpPair gives a connection with direct socket calls (as an upstream
-// connection has) and its peer.
-func tcpPair(t *testing.T) (*net.TCPConn, *sockIO, net.Conn) {
+// loopbackPair gives a dialled TCP connection and the accepted peer.
+func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -27,6 +26,14 @@ func tcpPair(t *testing.T) (*net.TCPConn, *sockIO, net.Conn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = peer.Close() })
+	return c, peer
+}
+
+// tcpPair gives a connection with direct socket calls (as an upstream
+// connection has) and its peer.
+func tcpPair(t *testing.T) (*net.TCPConn, *sockIO, net.Conn) {
+	t.Helper()
+	c, peer := loopbackPair(t)
 	tc := c.(*net.TCPConn)
 	var s sockIO
 	if !s.init(tc) {

@@ -698,18 +698,24 @@ func (d *demand) saw(n int64) {
 // recent is the peak over the current and the previous window; now is the
 // count at present (it starts the next window's peak).
 func (d *demand) recent(now int64) int64 {
-	if d.calls.Add(1)%demandClockEvery != 0 {
-		return max(d.peak.Load(), d.prev.Load(), now)
-	}
-	t := int64(time.Since(monoStart))
-	if since := d.since.Load(); t-since >= int64(demandWindow) && d.since.CompareAndSwap(since, t) {
-		last := d.peak.Swap(now)
-		if t-since >= 2*int64(demandWindow) {
-			last = now // the last window with a peak is long gone
-		}
-		d.prev.Store(last)
+	if d.calls.Add(1)%demandClockEvery == 0 {
+		d.roll(now)
 	}
 	return max(d.peak.Load(), d.prev.Load(), now)
+}
+
+// roll starts the next window once the current one is demandWindow old.
+func (d *demand) roll(now int64) {
+	t := int64(time.Since(monoStart))
+	since := d.since.Load()
+	if t-since < int64(demandWindow) || !d.since.CompareAndSwap(since, t) {
+		return
+	}
+	last := d.peak.Swap(now)
+	if t-since >= 2*int64(demandWindow) {
+		last = now // the last window with a peak is long gone
+	}
+	d.prev.Store(last)
 }
 
 // Body framings of a streamed response.
